@@ -1,0 +1,118 @@
+// The one catalogue of sello's coded errors and of the SMTP replies sello itself composes.
+// Owns: the reply texts users and other software parse (codes per RFC 5321 / RFC 3463 / RFC 7372).
+// Must not: format wire lines (smtp/ does that) or carry client-supplied text into a reply.
+
+/** An SMTP reply: basic code, enhanced status code (RFC 3463) and human text. */
+export interface SmtpReply {
+  readonly code: number;
+  /** e.g. "5.7.23"; empty when the reply has none (3xx, greeting). */
+  readonly enhanced: string;
+  readonly text: string;
+}
+
+export function reply(code: number, enhanced: string, text: string): SmtpReply {
+  return { code, enhanced, text };
+}
+
+/** The reply as one wire line without CRLF, e.g. "550 5.7.23 SPF validation failed". */
+export function formatReply(r: SmtpReply): string {
+  return [String(r.code), r.enhanced, r.text].filter(Boolean).join(' ');
+}
+
+/** Replies sello composes itself. Text stays generic: no internal detail reaches a client. */
+export const Replies = {
+  relayUnreachable: reply(451, '4.4.1', 'Downstream mail server unreachable, try again later'),
+  relayTimeout: reply(451, '4.4.2', 'Downstream mail server timed out, try again later'),
+  relayProtocol: reply(451, '4.4.0', 'Downstream mail server error, try again later'),
+  signingFailed: reply(451, '4.7.0', 'Message could not be signed, try again later'),
+  signingFailedReject: reply(554, '5.7.0', 'Message could not be signed'),
+  fromMissing: reply(550, '5.6.0', 'Message refused: it has no From header field (RFC 5322 section 3.6)'),
+  fromMultiple: reply(
+    550,
+    '5.6.0',
+    'Message refused: it must have exactly one From header field with exactly one address (RFC 5322 section 3.6)',
+  ),
+  bareLineEnding: reply(550, '5.6.0', 'Message refused: bare CR or LF line ending; lines must end in CRLF (RFC 5322 section 2.3)'),
+  messageTooLarge: reply(552, '5.3.4', 'Message size exceeds fixed maximum message size'),
+  headerTooLarge: reply(552, '5.3.4', 'Message header section exceeds fixed maximum size'),
+  authRequired: reply(530, '5.7.0', 'Authentication required'),
+  authRequiresTls: reply(538, '5.7.11', 'Encryption required for requested authentication mechanism'),
+  authFailed: reply(535, '5.7.8', 'Authentication credentials invalid'),
+  authUnavailable: reply(454, '4.7.0', 'Temporary authentication failure'),
+  authNotOffered: reply(503, '5.5.1', 'Authentication not available on this listener'),
+  relayDenied: reply(550, '5.7.1', 'Relaying denied'),
+  localError: reply(451, '4.3.0', 'Local error in processing, try again later'),
+  shuttingDown: reply(421, '4.3.2', 'Service shutting down, try again later'),
+  accepted: reply(250, '2.0.0', 'OK'),
+} as const;
+
+/** An error that already knows the SMTP reply the client should get. */
+export class SmtpReplyError extends Error {
+  readonly reply: SmtpReply;
+  constructor(r: SmtpReply, detail?: string) {
+    super(detail ?? formatReply(r));
+    this.name = 'SmtpReplyError';
+    this.reply = r;
+  }
+}
+
+/** A configuration problem; `path` names the config key, e.g. "listeners[0].tls.cert". */
+export class ConfigError extends Error {
+  readonly path: string;
+  constructor(path: string, message: string) {
+    super(path ? `${path}: ${message}` : message);
+    this.name = 'ConfigError';
+    this.path = path;
+  }
+}
+
+export type RelayErrorKind = 'unreachable' | 'timeout' | 'protocol' | 'tls';
+
+/** The downstream MTA could not be used: every kind maps to a 4xx so the client retries. */
+export class RelayError extends Error {
+  readonly kind: RelayErrorKind;
+  constructor(kind: RelayErrorKind, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'RelayError';
+    this.kind = kind;
+  }
+
+  get reply(): SmtpReply {
+    switch (this.kind) {
+      case 'unreachable':
+        return Replies.relayUnreachable;
+      case 'timeout':
+        return Replies.relayTimeout;
+      default:
+        return Replies.relayProtocol;
+    }
+  }
+}
+
+/** A key could not be generated, read or used; `path` names the file where there is one. */
+export class KeyError extends Error {
+  readonly path: string;
+  constructor(path: string, message: string) {
+    super(path ? `${path}: ${message}` : message);
+    this.name = 'KeyError';
+    this.path = path;
+  }
+}
+
+/** A DKIM signature could not be made (mailauth reported an error, key unusable, …). */
+export class SigningError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'SigningError';
+  }
+}
+
+/** Exit-code carrying error for CLI commands: message goes to stderr, `exitCode` to the shell. */
+export class UsageError extends Error {
+  readonly exitCode: number;
+  constructor(message: string, exitCode = 2) {
+    super(message);
+    this.name = 'UsageError';
+    this.exitCode = exitCode;
+  }
+}

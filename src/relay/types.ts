@@ -1,0 +1,77 @@
+// The contract between the SMTP front end and the downstream hand-off (PRODUCT.md §3).
+// Owns: the types of a relay target and of one downstream session.
+// Must not: know about listeners, signing or policy; it only delivers what it is given.
+
+import type { SmtpReply } from '../errors.ts';
+
+/** ESMTP parameters kept from the client's MAIL FROM (RFC 1870, 6152, 6531, 3461). */
+export interface MailParameters {
+  size?: number;
+  body?: '7BIT' | '8BITMIME';
+  smtpUtf8?: boolean;
+  /** DSN RET=FULL|HDRS */
+  ret?: 'FULL' | 'HDRS';
+  /** DSN ENVID, xtext as received */
+  envid?: string;
+}
+
+/** ESMTP parameters kept from the client's RCPT TO (RFC 3461). */
+export interface RecipientParameters {
+  /** e.g. "SUCCESS,FAILURE" or "NEVER" */
+  notify?: string;
+  /** ORCPT as received, e.g. "rfc822;user@example.com" (xtext) */
+  orcpt?: string;
+}
+
+/** Who the real client is; forwarded to the MTA where the relay is configured to (issue 4). */
+export interface ClientIdentity {
+  address: string;
+  port: number;
+  helo: string;
+  /** PTR name when it was looked up, else undefined */
+  hostname?: string;
+  protocol: 'SMTP' | 'ESMTP';
+}
+
+/** Credentials for AUTH passthrough; never logged. */
+export interface Credentials {
+  mechanism: 'PLAIN' | 'LOGIN';
+  username: string;
+  password: string;
+}
+
+/**
+ * One downstream session, opened for one client SMTP session and used in step with it.
+ * Every method resolves with the MTA's own reply (4xx/5xx included) and rejects only with a
+ * RelayError when the MTA could not be used at all (unreachable, timeout, protocol breakage).
+ */
+export interface RelaySession {
+  /** AUTH passthrough. 235 on success; the MTA's 5xx/4xx otherwise. */
+  authenticate(credentials: Credentials): Promise<SmtpReply>;
+  mailFrom(address: string, parameters: MailParameters): Promise<SmtpReply>;
+  rcptTo(address: string, parameters: RecipientParameters): Promise<SmtpReply>;
+  /**
+   * Sends the message: `chunks` concatenated are the exact message bytes (CRLF line endings,
+   * not dot-stuffed). The client dot-stuffs and terminates. Resolves with one reply for SMTP;
+   * LMTP's per-recipient replies are folded into one (see the LMTP client).
+   * The returned reply's text may carry the MTA's queue id; `queueId` extracts it if found.
+   */
+  data(chunks: readonly Buffer[]): Promise<SmtpReply & { queueId?: string }>;
+  /** Abort the current transaction (RSET); the session stays usable. */
+  reset(): Promise<void>;
+  /** QUIT and close; never rejects. */
+  close(): Promise<void>;
+  /** True once the downstream connection is gone (closed, broken); a new session is needed. */
+  readonly closed: boolean;
+}
+
+export interface RelayTarget {
+  /** e.g. "smtp://127.0.0.1:2525" — for logs and metrics labels (configured, so bounded). */
+  readonly description: string;
+  /** Whether authenticate() can work (false for dir:). */
+  readonly supportsAuth: boolean;
+  /** Opens (connects, greets, EHLO/LHLO, STARTTLS if configured) a downstream session. */
+  open(client: ClientIdentity): Promise<RelaySession>;
+  /** Cheap reachability probe for /readyz: connect, greet, QUIT. */
+  probe(): Promise<void>;
+}

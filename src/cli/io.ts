@@ -4,7 +4,8 @@
 import type { Readable } from 'node:stream';
 
 export interface CliIo {
-  stdout(text: string): void;
+  /** Bytes are written as they are (signed messages may carry 8-bit bodies). */
+  stdout(text: string | Uint8Array): void;
   stderr(text: string): void;
   stdin: Readable;
   env: NodeJS.ProcessEnv;

@@ -1,0 +1,38 @@
+// `sello check-config [--config FILE]`: validate config, keys, certificates and relay targets
+// without starting anything. Exit 0 when sello would start, 1 with the failing key path otherwise.
+
+import { parseArgs } from 'node:util';
+import { loadSigning, relayTargetFor } from '../app.ts';
+import { loadConfig } from '../config/load.ts';
+import { UsageError } from '../errors.ts';
+import { loadTlsMaterial } from '../smtp/tls.ts';
+import { configPath } from './config-path.ts';
+import type { Command } from './io.ts';
+
+const usage = 'usage: sello check-config [--config FILE]\n';
+
+export const checkConfigCommand: Command = async (args, io) => {
+  let values;
+  try {
+    ({ values } = parseArgs({ args, options: { config: { type: 'string' }, help: { type: 'boolean' } }, strict: true }));
+  } catch (error) {
+    throw new UsageError(`${(error as Error).message}\n${usage}`);
+  }
+  if (values.help) {
+    io.stdout(usage);
+    return 0;
+  }
+  const file = configPath(values.config, io.env);
+  const config = await loadConfig(file, io.env);
+  const signing = await loadSigning(config);
+  relayTargetFor(config, config.relay, 'relay.target');
+  for (const [index, listener] of config.listeners.entries()) {
+    if (listener.relay) relayTargetFor(config, listener.relay, `listeners[${index}].relay.target`);
+    if (listener.tls && listener.tls.mode !== 'none' && listener.tls.cert) {
+      await loadTlsMaterial(`listeners[${index}].tls`, listener.tls, config.hostname);
+    }
+  }
+  for (const warning of signing.keys.warnings) io.stderr(`warning: ${warning}\n`);
+  io.stdout(`${file}: OK (${config.listeners.length} listener(s), ${signing.keys.size} signing key(s))\n`);
+  return 0;
+};

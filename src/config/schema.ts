@@ -1,0 +1,221 @@
+// The configuration schema: every key, its type, its default, in one place (PRODUCT.md §7).
+// Owns: what a valid config is and what each omitted key means. Unknown keys are errors.
+// Must not: read files or the environment (load.ts does), or check the file system (keys,
+// certificates: validate.ts does that after the shape is right).
+
+import { BlockList, isIP } from 'node:net';
+import os from 'node:os';
+import { z } from 'zod';
+
+/** "500ms", "30s", "5m", "2h", "7d" or a number of seconds → milliseconds. */
+export function parseDuration(value: string | number): number | undefined {
+  if (typeof value === 'number') return Number.isFinite(value) && value >= 0 ? value * 1000 : undefined;
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$/.exec(value);
+  if (!match) return undefined;
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
+  return Math.round(Number(match[1]) * unit);
+}
+
+/** "25MiB", "100KiB", "10MB", "512" (bytes) or a number of bytes → bytes. */
+export function parseSize(value: string | number): number | undefined {
+  if (typeof value === 'number') return Number.isInteger(value) && value > 0 ? value : undefined;
+  const match = /^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$/i.exec(value);
+  if (!match) return undefined;
+  const units: Record<string, number> = { b: 1, kb: 1000, kib: 1024, mb: 1e6, mib: 1 << 20, gb: 1e9, gib: 1 << 30 };
+  return Number(match[1]) * (units[(match[2] ?? 'b').toLowerCase()] ?? 1);
+}
+
+const duration = z.union([z.string(), z.number()]).transform((value, context) => {
+  const ms = parseDuration(value);
+  if (ms === undefined) {
+    context.addIssue({ code: 'custom', message: `not a duration: ${JSON.stringify(value)} (use e.g. "30s", "5m", "7d")` });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+const size = z.union([z.string(), z.number()]).transform((value, context) => {
+  const bytes = parseSize(value);
+  if (bytes === undefined) {
+    context.addIssue({ code: 'custom', message: `not a size: ${JSON.stringify(value)} (use e.g. "25MiB", "100KiB")` });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+/** "host:port", "[v6]:port" → { host, port }. Port 0 lets the OS choose (tests). */
+export const hostPort = z.string().transform((value, context) => {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value);
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port > 65535) {
+    context.addIssue({ code: 'custom', message: `expected "host:port" or "[ipv6]:port", got ${JSON.stringify(value)}` });
+    return z.NEVER;
+  }
+  return { host: (match[1] ?? match[2]) as string, port };
+});
+
+/** "192.0.2.0/24", "2001:db8::/32", or a single address → validated CIDR string. */
+const network = z.string().refine(
+  (value) => {
+    const [address, prefix] = value.split('/');
+    const family = isIP(address ?? '');
+    if (!family) return false;
+    if (prefix === undefined) return true;
+    const bits = Number(prefix);
+    return /^\d+$/.test(prefix) && bits <= (family === 4 ? 32 : 128);
+  },
+  { message: 'expected an IP address or CIDR network, e.g. "192.0.2.0/24" or "::1/128"' },
+);
+
+/** RFC 6376 §3.1: selector = sub-domain *( "." sub-domain ). */
+const selector = z
+  .string()
+  .regex(/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$/i, 'not a valid DKIM selector');
+
+/** A signing-table key: "example.com" or "*.example.com" (every subdomain, not the domain itself). */
+const domainPattern = z
+  .string()
+  .transform((value) => value.trim().toLowerCase().replace(/\.$/, ''))
+  .refine((value) => /^(\*\.)?(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/.test(value), {
+    message: 'expected a domain ("example.com") or a wildcard ("*.example.com")',
+  });
+
+/** Defaults of PRODUCT.md §4: fields each signature covers and fields oversigned. */
+export const DEFAULT_SIGNED_FIELDS = [
+  'From', 'Sender', 'Reply-To', 'Subject', 'Date', 'Message-ID', 'To', 'Cc',
+  'MIME-Version', 'Content-Type', 'Content-Transfer-Encoding', 'Content-ID', 'Content-Description',
+  'Resent-Date', 'Resent-From', 'Resent-Sender', 'Resent-To', 'Resent-Cc', 'Resent-Message-ID',
+  'In-Reply-To', 'References', 'List-Id', 'List-Help', 'List-Unsubscribe', 'List-Unsubscribe-Post',
+  'List-Subscribe', 'List-Post', 'List-Owner', 'List-Archive',
+];
+export const DEFAULT_OVERSIGNED_FIELDS = [
+  'From', 'To', 'Cc', 'Subject', 'Date', 'Reply-To', 'Message-ID', 'MIME-Version', 'Content-Type',
+  'In-Reply-To', 'References',
+];
+
+const relaySchema = z
+  .strictObject({
+    /** smtp://host:port, lmtp://host:port or dir:PATH */
+    target: z.string().default('dir:mail'),
+    starttls: z.enum(['never', 'opportunistic', 'required']).default('opportunistic'),
+    /** Verify the MTA's certificate. Off by default: the MTA normally sits on loopback with a snakeoil certificate. */
+    tlsRejectUnauthorized: z.boolean().default(false),
+    /** Name sello gives in EHLO/LHLO downstream; default: the top-level hostname. */
+    helo: z.string().optional(),
+    timeouts: z
+      .strictObject({
+        connect: duration.prefault('10s'),
+        command: duration.prefault('5m'),
+        /** Wait for the MTA's reply to the final dot (RFC 5321 §4.5.3.2.6: 10 minutes). */
+        data: duration.prefault('10m'),
+      })
+      .prefault({}),
+  });
+
+const tlsSchema = z.strictObject({
+  /** starttls: offer STARTTLS; implicit: TLS from the first byte (port 465); none: plain text only. */
+  mode: z.enum(['starttls', 'implicit', 'none']),
+  /** PEM certificate chain and key; both absent → a self-signed certificate is made at start. */
+  cert: z.string().optional(),
+  key: z.string().optional(),
+});
+
+const listenerSchema = z
+  .strictObject({
+    name: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/i, 'use letters, digits, "-" and "_"'),
+    role: z.enum(['submission', 'filter']),
+    listen: hostPort,
+    tls: tlsSchema.optional(),
+    /** Clients that may send without AUTH (submission) — the MTA on loopback, an internal network. */
+    trustedNetworks: z.array(network).default([]),
+    /** filter only: sign mail passing through (submission always signs; mx never does). */
+    sign: z.boolean().optional(),
+    /** This listener's own downstream; default: the top-level relay. */
+    relay: relaySchema.optional(),
+    /** Wait before the greeting to catch early talkers (mx-style); 0 for submission and filter. */
+    greetingDelay: duration.prefault(0),
+    /** Reverse DNS lookup of each client (only useful for logs on mx). */
+    reverseLookup: z.boolean().default(false),
+  })
+  .superRefine((listener, context) => {
+    if (listener.tls && listener.tls.mode !== 'none' && !listener.tls.cert !== !listener.tls.key) {
+      context.addIssue({ code: 'custom', path: ['tls'], message: 'give both "cert" and "key", or neither for a self-signed certificate' });
+    }
+    if (listener.role === 'submission' && listener.sign === false) {
+      context.addIssue({ code: 'custom', path: ['sign'], message: 'a submission listener always signs; remove "sign: false"' });
+    }
+  });
+
+export const configSchema = z
+  .strictObject({
+    /** Name in the greeting and in downstream EHLO. */
+    hostname: z.string().min(1).default(os.hostname()),
+    listeners: z.array(listenerSchema).min(1, 'at least one listener is needed'),
+    relay: relaySchema.prefault({}),
+    signing: z
+      .strictObject({
+        keysDir: z.string().default('keys'),
+        /** Signing table: domain or "*.domain" → selector(s); one signature per selector. */
+        domains: z.record(domainPattern, z.union([selector, z.array(selector).min(1)])).default({}),
+        /** x= tag: signature lifetime (RFC 6376 §3.5), or false for none. */
+        expiry: z.union([z.literal(false), duration]).prefault('7d'),
+        headers: z.array(z.string().regex(/^[!-9;-~]+$/, 'not a header field name')).default(DEFAULT_SIGNED_FIELDS),
+        oversign: z.array(z.string().regex(/^[!-9;-~]+$/, 'not a header field name')).default(DEFAULT_OVERSIGNED_FIELDS),
+        /** What a signing error does: defer (451 4.7.0, client retries) or reject (554 5.7.0). Never sends unsigned. */
+        onError: z.enum(['defer', 'reject']).default('defer'),
+      })
+      .prefault({}),
+    data: z
+      .strictObject({
+        /** Bare CR or LF in DATA: normalise to CRLF before signing, or reject with 550 5.6.0. */
+        bareLineEndings: z.enum(['normalize', 'reject']).default('normalize'),
+      })
+      .prefault({}),
+    limits: z
+      .strictObject({
+        maxMessageSize: size.prefault('25MiB'),
+        maxHeaderSize: size.prefault('256KiB'),
+        maxRecipients: z.number().int().positive().default(100),
+        maxConnections: z.number().int().positive().default(1000),
+        maxConnectionsPerIp: z.number().int().positive().default(50),
+        /** Idle time allowed between client commands (RFC 5321 §4.5.3.2.7: at least 5 minutes). */
+        commandTimeout: duration.prefault('5m'),
+      })
+      .prefault({}),
+    logging: z
+      .strictObject({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      })
+      .prefault({}),
+  })
+  .superRefine((config, context) => {
+    const names = new Set<string>();
+    config.listeners.forEach((listener, index) => {
+      if (names.has(listener.name)) {
+        context.addIssue({ code: 'custom', path: ['listeners', index, 'name'], message: `duplicate listener name "${listener.name}"` });
+      }
+      names.add(listener.name);
+      if (listener.role === 'filter' && !isLoopback(listener.listen.host)) {
+        // PRODUCT.md §2: filter is a loopback-only listener for the MTA acting as the client.
+        context.addIssue({ code: 'custom', path: ['listeners', index, 'listen'], message: 'a filter listener must listen on a loopback address (127.0.0.0/8 or ::1)' });
+      }
+    });
+  });
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type Config = z.output<typeof configSchema>;
+export type ListenerConfig = Config['listeners'][number];
+export type RelayConfig = z.output<typeof relaySchema>;
+export type SigningConfig = Config['signing'];
+
+const loopback = new BlockList();
+loopback.addSubnet('127.0.0.0', 8, 'ipv4');
+loopback.addAddress('::1', 'ipv6');
+
+export function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(host);
+  const address = mapped ? (mapped[1] as string) : host;
+  const family = isIP(address);
+  return family !== 0 && loopback.check(address, family === 4 ? 'ipv4' : 'ipv6');
+}

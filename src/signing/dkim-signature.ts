@@ -1,0 +1,115 @@
+// Making DKIM-Signature header fields (RFC 6376 §5) with oversigning, from mailauth's parts.
+// Owns: choosing the h= list and producing the signature lines to prepend to a message.
+// Must not: decide whether a message is signed (signer.ts), read keys from disk, or touch the
+// message bytes: the caller prepends the returned lines and relays the rest unchanged.
+//
+// Why not mailauth's dkimSign: it lists each field only as often as it occurs, so it cannot
+// oversign. Oversigning names a field once more than it occurs; a verifier treats the extra
+// name as a null string (RFC 6376 §5.4.2), so the signature breaks if an instance is added
+// later (§8.15). The null entries add nothing to the header hash: only h= changes. So the
+// h= list is chosen here and mailauth's own canonicalization, body hash and header
+// formatting do the byte-level work (same code its dkimSign runs).
+
+import { createHash, sign, type KeyObject } from 'node:crypto';
+import { dkimBody } from 'mailauth/lib/dkim/body/index.js';
+import { generateCanonicalizedHeader } from 'mailauth/lib/dkim/header/index.js';
+import { formatSignatureHeaderLine, parseHeaders, type ParsedHeaderRow } from 'mailauth/lib/tools.js';
+import { SigningError } from '../errors.ts';
+
+export interface SigningKey {
+  domain: string;
+  selector: string;
+  algorithm: 'rsa' | 'ed25519';
+  privateKey: KeyObject;
+}
+
+export interface SignatureOptions {
+  /** Fields signed when present, in h= order. */
+  signedFields: readonly string[];
+  /** Fields listed once more than they occur (also when absent). */
+  oversignedFields: readonly string[];
+  /** Signing time (t=). */
+  now: Date;
+  /** x= = t= + this, or false for no x= tag. */
+  expiryMs: number | false;
+}
+
+const CANONICALIZATION = 'relaxed/relaxed';
+
+/**
+ * The h= names and the header rows they select, per RFC 6376 §5.4.2: the n-th name of a field
+ * selects its n-th instance counted from the bottom. Oversigned fields get one more name.
+ */
+export function selectHeaderFields(
+  rows: readonly ParsedHeaderRow[],
+  signedFields: readonly string[],
+  oversignedFields: readonly string[],
+): { names: string[]; rows: ParsedHeaderRow[] } {
+  const oversigned = new Set(oversignedFields.map((field) => field.toLowerCase()));
+  const fields = [...signedFields, ...oversignedFields.filter((field) => !signedFields.some((f) => f.toLowerCase() === field.toLowerCase()))];
+  const names: string[] = [];
+  const selected: ParsedHeaderRow[] = [];
+  const seen = new Set<string>();
+  for (const field of fields) {
+    const key = field.toLowerCase();
+    if (seen.has(key)) continue;
+    seen.add(key);
+    const instances = rows.filter((row) => row.key === key).reverse();
+    for (const row of instances) {
+      names.push(field);
+      selected.push(row);
+    }
+    if (oversigned.has(key)) names.push(field);
+  }
+  return { names, rows: selected };
+}
+
+/**
+ * Signs `header` (the header section, each field ending in CRLF, without the empty line) and
+ * `body` (everything after the empty line) once per key. Returns the DKIM-Signature fields,
+ * each ending in CRLF, in key order: prepend them to the message as they are.
+ */
+export function createSignatures(header: Buffer, body: Buffer, keys: readonly SigningKey[], options: SignatureOptions): string {
+  const { parsed } = parseHeaders(header);
+  const { names, rows } = selectHeaderFields(parsed, options.signedFields, options.oversignedFields);
+  if (!rows.some((row) => row.key === 'from')) {
+    // RFC 6376 §5.4: the From header field MUST be signed.
+    throw new SigningError('message has no From header field to sign');
+  }
+
+  const hasher = dkimBody(CANONICALIZATION, 'sha256', false);
+  hasher.update(body);
+  const bodyHash = hasher.digest('base64');
+
+  const timestamp = Math.floor(options.now.getTime() / 1000);
+  const expiration = options.expiryMs === false ? false : timestamp + Math.floor(options.expiryMs / 1000);
+
+  return keys
+    .map((key) => {
+      const algorithm = `${key.algorithm}-sha256`;
+      const { canonicalizedHeader, dkimHeaderOpts } = generateCanonicalizedHeader(
+        'DKIM',
+        { keys: names.join(':'), headers: rows },
+        {
+          signingDomain: key.domain,
+          selector: key.selector,
+          algorithm,
+          canonicalization: CANONICALIZATION,
+          bodyHash,
+          timestamp,
+          expiration,
+        },
+      );
+      try {
+        // RFC 8463 §3: Ed25519-SHA256 signs the SHA-256 hash of the canonicalized data.
+        dkimHeaderOpts.b =
+          key.algorithm === 'rsa'
+            ? sign('RSA-SHA256', canonicalizedHeader, key.privateKey).toString('base64')
+            : sign(null, createHash('sha256').update(canonicalizedHeader).digest(), key.privateKey).toString('base64');
+      } catch (error) {
+        throw new SigningError(`signing with ${key.selector}._domainkey.${key.domain} failed: ${(error as Error).message}`, { cause: error });
+      }
+      return `${formatSignatureHeaderLine('DKIM', dkimHeaderOpts, true)}\r\n`;
+    })
+    .join('');
+}

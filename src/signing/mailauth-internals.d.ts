@@ -1,0 +1,32 @@
+// Narrow types for the pieces of mailauth's DKIM implementation that the signer composes
+// (mailauth 7.1.0, pinned exactly; the interop tests with dkimpy and Exim catch any drift).
+// Only src/signing/dkim-signature.ts imports these modules.
+
+declare module 'mailauth/lib/tools.js' {
+  export interface ParsedHeaderRow {
+    /** lower-case field name */
+    key: string;
+    casedKey: string;
+    /** the whole field, folded lines joined with CRLF, without the final CRLF */
+    line: Buffer;
+  }
+  export function parseHeaders(buffer: Buffer): { parsed: ParsedHeaderRow[]; original: Buffer };
+  export function formatSignatureHeaderLine(type: 'DKIM', values: Record<string, unknown>, folded: boolean): string;
+}
+
+declare module 'mailauth/lib/dkim/body/index.js' {
+  export interface BodyHasher {
+    update(chunk: Buffer | null, final?: boolean): void;
+    digest(encoding: 'base64'): string;
+  }
+  export function dkimBody(canonicalization: string, algorithm: string, maxBodyLength: number | false): BodyHasher;
+}
+
+declare module 'mailauth/lib/dkim/header/index.js' {
+  import type { ParsedHeaderRow } from 'mailauth/lib/tools.js';
+  export function generateCanonicalizedHeader(
+    type: 'DKIM',
+    signingHeaderLines: { keys: string; headers: ParsedHeaderRow[] },
+    options: Record<string, unknown>,
+  ): { canonicalizedHeader: Buffer; signatureHeaderLine: string; dkimHeaderOpts: Record<string, unknown> };
+}

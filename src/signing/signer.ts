@@ -1,0 +1,71 @@
+// The signing modifier: decides whether a message is signed and with which keys, and signs it.
+// Owns: PRODUCT.md §4 "what is signed". Runs last in the pipeline so the signatures cover every
+// header sello added. Must not: refuse or accept mail itself (it throws SmtpReplyError for the
+// caller to answer) or change message bytes (it returns lines to prepend).
+
+import type { SigningConfig } from '../config/schema.ts';
+import { SigningError } from '../errors.ts';
+import { singleFromAddress, type SplitMessage } from '../pipeline/message.ts';
+import { createSignatures, type SigningKey } from './dkim-signature.ts';
+import type { KeyStore } from './key-store.ts';
+import type { SigningTable } from './table.ts';
+
+export interface SignatureMade {
+  domain: string;
+  selector: string;
+  algorithm: 'rsa-sha256' | 'ed25519-sha256';
+}
+
+export type SigningResult =
+  | { signed: true; headerLines: string; signatures: SignatureMade[]; pattern: string }
+  | { signed: false; reason: 'domain-not-configured' | 'from-not-single'; fromDomain?: string };
+
+export interface SignerOptions {
+  /** submission refuses a message without exactly one From address (550 5.6.0); filter relays it unsigned. */
+  requireSingleFrom: boolean;
+}
+
+export class Signer {
+  readonly #table: SigningTable;
+  readonly #keys: KeyStore;
+  readonly #config: SigningConfig;
+  readonly #now: () => Date;
+
+  constructor(table: SigningTable, keys: KeyStore, config: SigningConfig, now: () => Date = () => new Date()) {
+    this.#table = table;
+    this.#keys = keys;
+    this.#config = config;
+    this.#now = now;
+  }
+
+  /** Throws SmtpReplyError (From rule) or SigningError (never silently unsigned). */
+  sign(message: SplitMessage, options: SignerOptions): SigningResult {
+    let fromDomain: string;
+    try {
+      fromDomain = singleFromAddress(message.header).domain;
+    } catch (error) {
+      if (options.requireSingleFrom) throw error;
+      return { signed: false, reason: 'from-not-single' };
+    }
+    const entry = this.#table.lookup(fromDomain);
+    if (!entry) return { signed: false, reason: 'domain-not-configured', fromDomain };
+
+    const keys: SigningKey[] = entry.selectors.map((selector) => {
+      const key = this.#keys.get(entry.signingDomain, selector);
+      if (!key) throw new SigningError(`no key loaded for ${selector}._domainkey.${entry.signingDomain}`);
+      return key;
+    });
+    const headerLines = createSignatures(message.header, message.body, keys, {
+      signedFields: this.#config.headers,
+      oversignedFields: this.#config.oversign,
+      now: this.#now(),
+      expiryMs: this.#config.expiry,
+    });
+    return {
+      signed: true,
+      headerLines,
+      pattern: entry.pattern,
+      signatures: keys.map((key) => ({ domain: key.domain, selector: key.selector, algorithm: `${key.algorithm}-sha256` as const })),
+    };
+  }
+}

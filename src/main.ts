@@ -1,54 +1,6 @@
-// argv → command. Owns: the command table and turning thrown errors into exit codes.
-// Must not: hold command logic; each command lives in src/cli/<name>.ts.
+// The process entry point (bin/sello.js imports it): argv and the real streams → src/cli/run.ts.
 
-import { processIo, type Command } from './cli/io.ts';
-import { UsageError } from './errors.ts';
+import { processIo } from './cli/io.ts';
+import { main } from './cli/run.ts';
 
-const commands: Record<string, () => Promise<Command>> = {
-  serve: async () => (await import('./cli/serve.ts')).serveCommand,
-  keygen: async () => (await import('./cli/keygen.ts')).keygenCommand,
-  'dns-record': async () => (await import('./cli/dns-record.ts')).dnsRecordCommand,
-  sign: async () => (await import('./cli/sign.ts')).signCommand,
-  'check-config': async () => (await import('./cli/check-config.ts')).checkConfigCommand,
-};
-
-const usage = `usage: sello <command> [options]
-
-commands:
-  serve          run the listeners (default config config/sello.yaml)
-  keygen         make a DKIM key and print its DNS TXT record
-  dns-record     print the DNS TXT record of an existing key again
-  sign           DKIM-sign a message from stdin with the configured keys
-  check-config   validate the configuration and keys
-
-Run 'sello <command> --help' for a command's options.
-`;
-
-export async function main(argv: string[]): Promise<number> {
-  const io = processIo();
-  const [name, ...args] = argv;
-  if (!name || name === '--help' || name === '-h' || name === 'help') {
-    io.stdout(usage);
-    return name ? 0 : 2;
-  }
-  const load = commands[name];
-  if (!load) {
-    io.stderr(`sello: unknown command '${name}'\n\n${usage}`);
-    return 2;
-  }
-  try {
-    return await (await load())(args, io);
-  } catch (error) {
-    if (error instanceof UsageError) {
-      io.stderr(`sello ${name}: ${error.message}\n`);
-      return error.exitCode;
-    }
-    if (error instanceof Error && ['ConfigError', 'KeyError'].includes(error.name)) {
-      io.stderr(`sello ${name}: ${error.message}\n`);
-      return 1;
-    }
-    throw error;
-  }
-}
-
-process.exitCode = await main(process.argv.slice(2));
+process.exitCode = await main(process.argv.slice(2), processIo());

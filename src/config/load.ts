@@ -25,7 +25,13 @@ export const ENVIRONMENT_OVERRIDES: Record<string, string[]> = {
 /** "listeners[0].tls.cert" from ["listeners", 0, "tls", "cert"]. */
 export function formatPath(segments: readonly PropertyKey[]): string {
   return segments
-    .map((segment, index) => (typeof segment === 'number' ? `[${segment}]` : `${index ? '.' : ''}${String(segment)}`))
+    .map((segment, index) => {
+      if (typeof segment === 'number') return `[${segment}]`;
+      const name = String(segment);
+      // Keys that are not identifiers (signing domains) are quoted: signing.domains["example.com"].
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) return `[${JSON.stringify(name)}]`;
+      return `${index ? '.' : ''}${name}`;
+    })
     .join('');
 }
 
@@ -33,6 +39,11 @@ function issueToError(issue: z.core.$ZodIssue): ConfigError {
   if (issue.code === 'unrecognized_keys') {
     const [first] = issue.keys;
     return new ConfigError(formatPath([...issue.path, first ?? '']), `unknown key${issue.keys.length > 1 ? ` (also: ${issue.keys.slice(1).join(', ')})` : ''}`);
+  }
+  if (issue.code === 'invalid_key') {
+    // A record key (signing domain) failed: say why, under the key itself.
+    const [inner] = issue.issues;
+    return new ConfigError(formatPath(issue.path), inner?.message ?? issue.message);
   }
   return new ConfigError(formatPath(issue.path), issue.message);
 }

@@ -1,0 +1,51 @@
+// argv → command. Owns: the command table and turning thrown errors into exit codes.
+// Must not: hold command logic; each command lives in src/cli/<name>.ts.
+
+import { UsageError } from '../errors.ts';
+import type { CliIo, Command } from './io.ts';
+
+const commands: Record<string, () => Promise<Command>> = {
+  serve: async () => (await import('./serve.ts')).serveCommand,
+  keygen: async () => (await import('./keygen.ts')).keygenCommand,
+  'dns-record': async () => (await import('./dns-record.ts')).dnsRecordCommand,
+  sign: async () => (await import('./sign.ts')).signCommand,
+  'check-config': async () => (await import('./check-config.ts')).checkConfigCommand,
+};
+
+const usage = `usage: sello <command> [options]
+
+commands:
+  serve          run the listeners (default config config/sello.yaml)
+  keygen         make a DKIM key and print its DNS TXT record
+  dns-record     print the DNS TXT record of an existing key again
+  sign           DKIM-sign a message from stdin with the configured keys
+  check-config   validate the configuration and keys
+
+Run 'sello <command> --help' for a command's options.
+`;
+
+export async function main(argv: string[], io: CliIo): Promise<number> {
+  const [name, ...args] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    io.stdout(usage);
+    return name ? 0 : 2;
+  }
+  const load = commands[name];
+  if (!load) {
+    io.stderr(`sello: unknown command '${name}'\n\n${usage}`);
+    return 2;
+  }
+  try {
+    return await (await load())(args, io);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.stderr(`sello ${name}: ${error.message}\n`);
+      return error.exitCode;
+    }
+    if (error instanceof Error && ['ConfigError', 'KeyError'].includes(error.name)) {
+      io.stderr(`sello ${name}: ${error.message}\n`);
+      return 1;
+    }
+    throw error;
+  }
+}

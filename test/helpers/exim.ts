@@ -1,0 +1,577 @@
+// A real Exim (Debian exim4-daemon-heavy) as the downstream MTA in tests, with a private config,
+// spool, logs and maildir in a temp dir, listening on 127.0.0.1:<port> (never 25).
+// Owns: generating that config, running Exim as a child we can kill, reading back delivered
+// messages byte-exact, and Exim's own per-signature DKIM verdicts (X-Exim-DKIM header + mainlog).
+// Must not: touch the host's Exim, /etc/resolv.conf (it is replaced only inside a private mount
+// namespace), or leave processes behind: every Exim process group is killed on stop(), on
+// close(), and on process exit. Needs root (unshare -m, port 53 on a private loopback address);
+// gate tests with requireTool(t, checkExim()) / suiteOptions(checkExim()).
+//
+// DNS: Exim resolves through the system resolver (resolv.conf, port 53 only). startExim runs Exim
+// as `unshare --mount` with a private resolv.conf bind-mounted over /etc/resolv.conf, naming a
+// random 127.53.x.y address where a test DNS server (dns-server.ts) listens on port 53. Tests get
+// that server as `exim.dns` and can point sello at it too (exim.dns.address).
+
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { chmod, chown, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { startDnsServer, type DnsServer, type Zone } from './dns-server.ts';
+import { findExecutable, freePort, keepTestDirs, tempDir, type CleanupHooks } from './tools.ts';
+
+export type EximOptions = {
+  /** Records for the DNS server startExim creates for Exim (ignored when dnsServer is given). */
+  zone?: Zone;
+  /** Use this DNS server instead; it must listen on port 53 (see startEximDnsServer). */
+  dnsServer?: DnsServer;
+  /** Domains Exim accepts mail for; default ['example.net']. Everything else: 550 relay not permitted. */
+  localDomains?: string[];
+  /** Recipients refused at RCPT time, by local part ("bob") or address ("bob@example.net"), with
+   *  the full reply, e.g. '550 5.1.1 no such user' (5xx → deny, 4xx → defer). */
+  refuse?: Record<string, string>;
+  /** Refuse every message at end of DATA with this reply, e.g. '554 5.7.1 content rejected'. */
+  refuseData?: string;
+  /** TCP port on 127.0.0.1; default a free one. */
+  port?: number;
+  /** Extra main-section config lines (e.g. 'hosts_proxy = 127.0.0.1', 'chunking_advertise_hosts ='). */
+  mainConfig?: string[];
+  /** Register close() with node:test's after hook. */
+  cleanupWith?: CleanupHooks;
+  /** Milliseconds to wait for the SMTP banner; default 10000. */
+  startTimeoutMs?: number;
+};
+
+/** One delivery: one recipient's copy of an accepted message. */
+export type EximDelivery = {
+  eximId: string;
+  sender: string;
+  recipient: string;
+  clientAddress: string;
+  helo: string;
+  /** The message exactly as Exim delivered it: CRLF line ends, X-Exim-DKIM fields on top, then
+   *  the bytes the client sent after dot-unstuffing (Exim adds no Received: field here). */
+  data: Buffer;
+};
+
+export type EximDkimResult = {
+  domain: string;
+  selector: string;
+  algorithm: string;
+  /** Key size in bits as Exim saw it ('' if the key never loaded). */
+  bits: string;
+  /** pass | fail | invalid | none (Exim's $dkim_verify_status). */
+  status: string;
+  /** e.g. bodyhash_mismatch, signature_incorrect, pubkey_unavailable, pubkey_syntax, or ''. */
+  reason: string;
+};
+
+export interface Exim {
+  readonly host: string;
+  readonly port: number;
+  /** The DNS server Exim resolves through (port 53 on a private loopback address). */
+  readonly dns: DnsServer;
+  /** Temp dir with config, spool, log/, mail/. */
+  readonly dir: string;
+  /** One message per accepted message (the first recipient's copy), oldest first, exact bytes. */
+  messages(): Promise<Buffer[]>;
+  /** Every per-recipient delivery, oldest first. */
+  deliveries(): Promise<EximDelivery[]>;
+  /** Wait until at least n messages were delivered; throws with the mainlog tail on timeout. */
+  waitForMessages(n: number, timeoutMs?: number): Promise<Buffer[]>;
+  /** Forget delivered messages (delete them from the maildir). */
+  clearMessages(): Promise<void>;
+  mainlog(): Promise<string>;
+  paniclog(): Promise<string>;
+  /** Kill Exim (its whole process group). The port, spool and DNS server stay. */
+  stop(): Promise<void>;
+  /** Start again after stop(), same port and config. */
+  start(): Promise<void>;
+  /** stop(), close the DNS server if startExim made it, remove the temp dir. */
+  close(): Promise<void>;
+}
+
+const EXIM_DKIM_FIELD = 'X-Exim-DKIM';
+const ENVELOPE_PREFIX = 'HARNESS-ENVELOPE ';
+
+// ---------- process bookkeeping: no Exim outlives the test process ----------
+
+const liveProcessGroups = new Set<number>();
+const liveDirs = new Set<string>();
+let exitHooksInstalled = false;
+
+function killGroup(pgid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, signal);
+  } catch {
+    // ESRCH: already gone
+  }
+}
+
+function installExitHooks(): void {
+  if (exitHooksInstalled) return;
+  exitHooksInstalled = true;
+  process.on('exit', () => {
+    for (const pgid of liveProcessGroups) killGroup(pgid, 'SIGKILL');
+    if (!keepTestDirs()) for (const dir of liveDirs) rmSync(dir, { recursive: true, force: true });
+  });
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    const onSignal = (): void => {
+      for (const pgid of liveProcessGroups) killGroup(pgid, 'SIGKILL');
+      process.off(signal, onSignal);
+      process.kill(process.pid, signal);
+    };
+    process.on(signal, onSignal);
+  }
+}
+
+// ---------- DNS for Exim ----------
+
+/**
+ * A DNS server Exim can use: port 53 (the only port resolv.conf knows) on a random 127.53.x.y,
+ * so parallel test files do not collide and nothing real listens there.
+ */
+export async function startEximDnsServer(zone: Zone = {}): Promise<DnsServer> {
+  let lastError: unknown;
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const host = `127.53.${1 + Math.floor(Math.random() * 254)}.${1 + Math.floor(Math.random() * 254)}`;
+    try {
+      return await startDnsServer(zone, { host, port: 53 });
+    } catch (error) {
+      lastError = error;
+    }
+  }
+  throw new Error(`startEximDnsServer: could not bind port 53 on 127.53.x.y: ${String(lastError)}`);
+}
+
+// ---------- user and config ----------
+
+type EximAccount = { user: string; group: string; uid: number; gid: number };
+
+function eximAccount(): EximAccount {
+  for (const user of ['Debian-exim', 'exim', 'mail']) {
+    const passwd = spawnSync('getent', ['passwd', user], { encoding: 'utf8' });
+    if (passwd.status !== 0) continue;
+    const fields = passwd.stdout.trim().split(':');
+    const uid = Number(fields[2]);
+    const gid = Number(fields[3]);
+    const groupEntry = spawnSync('getent', ['group', String(gid)], { encoding: 'utf8' });
+    const group = groupEntry.status === 0 ? (groupEntry.stdout.split(':')[0] ?? user) : user;
+    return { user, group, uid, gid };
+  }
+  throw new Error('exim harness: no Debian-exim / exim / mail user on this system');
+}
+
+/** An Exim list item may not contain the separator; we use '<; ' lists and refuse ';'. */
+function eximListItem(value: string, what: string): string {
+  if (/[;\n\r]/.test(value) || value.trim() !== value || value === '') throw new Error(`exim harness: bad ${what}: ${JSON.stringify(value)}`);
+  return value;
+}
+
+function replyVerb(reply: string, what: string): 'deny' | 'defer' {
+  if (/[\r\n]/.test(reply)) throw new Error(`exim harness: ${what} reply must be one line`);
+  if (/^5\d\d /.test(reply)) return 'deny';
+  if (/^4\d\d /.test(reply)) return 'defer';
+  throw new Error(`exim harness: ${what} reply must start with a 4xx or 5xx code and a space: ${JSON.stringify(reply)}`);
+}
+
+/** Exim string-expansion safe literal (config values are expanded: escape $ and \). */
+function eximLiteral(value: string): string {
+  return value.replace(/\\/g, '\\\\').replace(/\$/g, '\\$');
+}
+
+function refuseFile(refuse: Record<string, string>): string {
+  // lsearch: "quoted key": value — keys are case-insensitive there.
+  return Object.entries(refuse)
+    .map(([key, reply]) => {
+      replyVerb(reply, `refuse[${key}]`);
+      if (/[\r\n"\\]/.test(key)) throw new Error(`exim harness: refuse key ${JSON.stringify(key)} not supported`);
+      return `"${key}": ${reply}\n`;
+    })
+    .join('');
+}
+
+type ConfigInput = {
+  dir: string;
+  port: number;
+  account: EximAccount;
+  eximPath: string;
+  localDomains: string[];
+  refuseData: string | undefined;
+  mainConfig: string[];
+};
+
+function eximConfig(input: ConfigInput): string {
+  const { dir, port, account } = input;
+  const b64 = (variable: string): string => `\${base64:${variable}}`;
+  const dkimLine = `${EXIM_DKIM_FIELD}: d=$dkim_domain s=$dkim_selector a=$dkim_algo b=$dkim_key_length status=$dkim_verify_status reason=$dkim_verify_reason`;
+  const dataVerb = input.refuseData === undefined ? undefined : replyVerb(input.refuseData, 'refuseData');
+  return `# Generated by test/helpers/exim.ts for one test run. Not for production.
+primary_hostname = exim.test
+qualify_domain = exim.test
+exim_path = ${input.eximPath}
+exim_user = ${account.user}
+exim_group = ${account.group}
+deliver_drop_privilege = true
+keep_environment =
+spool_directory = ${dir}/spool
+log_file_path = ${dir}/log/%slog
+pid_file_path = ${dir}/exim.pid
+log_selector = +dkim_verbose +received_recipients +smtp_confirmation +incoming_port +smtp_protocol_error +smtp_syntax_error
+
+daemon_smtp_ports = ${port}
+local_interfaces = <; 127.0.0.1
+disable_ipv6 = true
+tls_advertise_hosts =
+
+# No lookups that would hang or leave loopback (the test DNS server answers the rest).
+host_lookup =
+rfc1413_hosts =
+rfc1413_query_timeout = 0s
+dns_dnssec_ok = 0
+dns_retrans = 1s
+dns_retry = 1
+
+# Deliver what the client sent: no Received:, keep every header the client gave.
+received_header_text =
+delivery_date_remove = false
+envelope_to_remove = false
+return_path_remove = false
+
+domainlist local_domains = <; ${input.localDomains.map((domain) => eximListItem(domain, 'local domain')).join(' ; ')}
+
+acl_smtp_rcpt = acl_check_rcpt
+acl_smtp_dkim = acl_check_dkim
+acl_smtp_data = acl_check_data
+# Run the DKIM ACL for every signature (RFC 6376 §6.1: each signature is evaluated on its own).
+dkim_verify_signers = $dkim_signers
+
+${input.mainConfig.join('\n')}
+
+begin acl
+
+acl_check_rcpt:
+  deny    domains = !+local_domains
+          message = 550 5.7.1 relay not permitted
+  warn    set acl_m_refusal = \${lookup{$local_part@$domain}lsearch{${dir}/refuse}{$value}{\${lookup{$local_part}lsearch{${dir}/refuse}}}}
+  defer   condition = \${if match{$acl_m_refusal}{\\N^4\\N}}
+          message = $acl_m_refusal
+  deny    condition = \${if match{$acl_m_refusal}{\\N^5\\N}}
+          message = $acl_m_refusal
+  accept
+
+acl_check_dkim:
+  # $dkim_signers lists identities (i=) as well as domains; record each signature once.
+  accept  condition = \${if eqi{$dkim_cur_signer}{$dkim_domain}}
+          add_header = :at_start:${dkimLine}
+          logwrite = ${dkimLine}
+  accept
+
+acl_check_data:
+${dataVerb ? `  ${dataVerb}  message = ${eximLiteral(input.refuseData ?? '')}\n` : ''}  accept
+
+begin routers
+
+capture:
+  driver = accept
+  domains = +local_domains
+  caseful_local_part = true
+  transport = capture
+
+begin transports
+
+capture:
+  driver = appendfile
+  directory = ${dir}/mail
+  maildir_format
+  create_directory
+  user = ${account.user}
+  group = ${account.group}
+  mode = 0644
+  use_crlf
+  message_prefix = ${ENVELOPE_PREFIX}id=${b64('$message_exim_id')} from=${b64('$sender_address')} to=${b64('$local_part@$domain')} ip=${b64('$sender_host_address')} helo=${b64('$sender_helo_name')}\\r\\n
+  message_suffix =
+
+begin retry
+*   *   F,10m,5s
+`;
+}
+
+// ---------- reading the maildir ----------
+
+function parseDelivery(raw: Buffer): EximDelivery {
+  const end = raw.indexOf('\r\n');
+  const first = raw.subarray(0, end).toString('latin1');
+  if (end < 0 || !first.startsWith(ENVELOPE_PREFIX)) throw new Error('exim harness: delivered file without envelope line');
+  const fields = new Map<string, string>();
+  for (const item of first.slice(ENVELOPE_PREFIX.length).split(' ')) {
+    const equals = item.indexOf('=');
+    fields.set(item.slice(0, equals), Buffer.from(item.slice(equals + 1), 'base64').toString('utf8'));
+  }
+  return {
+    eximId: fields.get('id') ?? '',
+    sender: fields.get('from') ?? '',
+    recipient: fields.get('to') ?? '',
+    clientAddress: fields.get('ip') ?? '',
+    helo: fields.get('helo') ?? '',
+    data: raw.subarray(end + 2),
+  };
+}
+
+/** Exim's verdicts from the X-Exim-DKIM fields at the top of a delivered message, in field order. */
+export function eximDkimResults(message: Buffer): EximDkimResult[] {
+  const results: EximDkimResult[] = [];
+  const headerEnd = message.indexOf('\r\n\r\n');
+  const header = message.subarray(0, headerEnd < 0 ? message.length : headerEnd).toString('latin1');
+  for (const line of header.split('\r\n')) {
+    const match = /^X-Exim-DKIM: d=(\S*) s=(\S*) a=(\S*) b=(\S*) status=(\S*) reason=(.*)$/.exec(line);
+    if (!match) continue;
+    results.push({
+      domain: match[1] ?? '',
+      selector: match[2] ?? '',
+      algorithm: match[3] ?? '',
+      bits: match[4] ?? '',
+      status: match[5] ?? '',
+      reason: match[6] ?? '',
+    });
+  }
+  return results;
+}
+
+/** The message as the client sent it: the delivered bytes minus the X-Exim-DKIM fields on top. */
+export function withoutEximFields(message: Buffer): Buffer {
+  let offset = 0;
+  const prefix = Buffer.from(`${EXIM_DKIM_FIELD}: `);
+  while (message.subarray(offset, offset + prefix.length).equals(prefix)) {
+    const end = message.indexOf('\r\n', offset);
+    if (end < 0) break;
+    offset = end + 2;
+  }
+  return message.subarray(offset);
+}
+
+// ---------- start ----------
+
+async function waitForBanner(host: string, port: number, child: ChildProcess, timeoutMs: number, diagnostics: () => Promise<string>): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`exim exited during startup (${child.exitCode ?? child.signalCode})\n${await diagnostics()}`);
+    }
+    const banner = await new Promise<string | undefined>((resolve) => {
+      const socket = net.connect({ host, port });
+      let text = '';
+      socket.setTimeout(2000, () => {
+        socket.destroy();
+        resolve(undefined);
+      });
+      socket.on('data', (chunk) => {
+        text += chunk.toString('latin1');
+        if (/^\d{3} .*\r\n/m.test(text)) {
+          socket.end('QUIT\r\n');
+          resolve(text);
+        }
+      });
+      socket.on('error', () => resolve(undefined));
+      socket.on('close', () => resolve(undefined));
+    });
+    if (banner?.startsWith('220')) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`exim did not greet on ${host}:${port} within ${timeoutMs} ms\n${await diagnostics()}`);
+}
+
+export async function startExim(options: EximOptions = {}): Promise<Exim> {
+  const eximPath = findExecutable(['/usr/sbin/exim4', '/usr/sbin/exim']);
+  if (!eximPath) throw new Error('exim harness: no /usr/sbin/exim4 (install exim4-daemon-heavy)');
+  if (process.getuid?.() !== 0) throw new Error('exim harness: needs root (unshare -m, port 53 on loopback)');
+  installExitHooks();
+
+  const ownsDns = options.dnsServer === undefined;
+  const dns = options.dnsServer ?? (await startEximDnsServer(options.zone ?? {}));
+  if (dns.port !== 53) throw new Error(`exim harness: Exim's resolver only speaks to port 53; dnsServer is on ${dns.address}`);
+
+  const host = '127.0.0.1';
+  const port = options.port ?? (await freePort(host));
+  const account = eximAccount();
+  const dir = await tempDir(undefined, 'sello-exim-');
+  liveDirs.add(dir);
+  const configPath = path.join(dir, 'exim.conf');
+  const resolvConf = path.join(dir, 'resolv.conf');
+  try {
+    await mkdir(path.join(dir, 'spool'));
+    await mkdir(path.join(dir, 'log'));
+    await mkdir(path.join(dir, 'mail'));
+    await writeFile(path.join(dir, 'refuse'), refuseFile(options.refuse ?? {}));
+    await writeFile(resolvConf, `nameserver ${dns.host}\noptions timeout:1 attempts:1\n`);
+    await writeFile(
+      configPath,
+      eximConfig({
+        dir,
+        port,
+        account,
+        eximPath,
+        localDomains: options.localDomains ?? ['example.net'],
+        refuseData: options.refuseData,
+        mainConfig: options.mainConfig ?? [],
+      }),
+    );
+    // Exim runs as its own user throughout; it owns everything in the dir except its config.
+    await chmod(dir, 0o755);
+    for (const sub of ['spool', 'log', 'mail']) await chown(path.join(dir, sub), account.uid, account.gid);
+    await chmod(configPath, 0o644);
+    await chmod(resolvConf, 0o644);
+  } catch (error) {
+    await rm(dir, { recursive: true, force: true });
+    liveDirs.delete(dir);
+    if (ownsDns) await dns.close();
+    throw error;
+  }
+
+  const readLog = async (name: string): Promise<string> => {
+    try {
+      return await readFile(path.join(dir, 'log', name), 'utf8');
+    } catch {
+      return '';
+    }
+  };
+
+  let child: ChildProcess | undefined;
+  let stderr = '';
+  const diagnostics = async (): Promise<string> => {
+    const mainlog = (await readLog('mainlog')).split('\n').slice(-30).join('\n');
+    return `--- exim stderr ---\n${stderr}\n--- paniclog ---\n${await readLog('paniclog')}\n--- mainlog (tail) ---\n${mainlog}`;
+  };
+
+  const start = async (): Promise<void> => {
+    if (child && child.exitCode === null && child.signalCode === null) throw new Error('exim harness: already running');
+    stderr = '';
+    // A private mount namespace so the resolv.conf swap is invisible to the rest of the host;
+    // then drop to the Exim user (Exim gives up root anyway when given -C by a non-root caller).
+    const script = 'mount --bind "$0" /etc/resolv.conf && exec setpriv --reuid="$1" --regid="$2" --clear-groups "$3" -C "$4" -bdf';
+    const started = spawn(
+      'unshare',
+      ['--mount', '--propagation', 'private', 'sh', '-c', script, resolvConf, String(account.uid), String(account.gid), eximPath, configPath],
+      { detached: true, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    child = started;
+    const pgid = started.pid;
+    if (pgid === undefined) throw new Error('exim harness: spawn failed');
+    liveProcessGroups.add(pgid);
+    started.stderr?.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    started.on('exit', () => {
+      // Children (deliveries, SMTP sessions) share the group: take them down with the daemon.
+      killGroup(pgid, 'SIGKILL');
+      liveProcessGroups.delete(pgid);
+    });
+    try {
+      await waitForBanner(host, port, started, options.startTimeoutMs ?? 10_000, diagnostics);
+    } catch (error) {
+      await stop();
+      throw error;
+    }
+  };
+
+  const stop = async (): Promise<void> => {
+    const running = child;
+    if (!running || running.pid === undefined) return;
+    const pgid = running.pid;
+    if (running.exitCode === null && running.signalCode === null) {
+      const exited = new Promise<void>((resolve) => running.once('exit', () => resolve()));
+      killGroup(pgid, 'SIGTERM');
+      const timer = setTimeout(() => killGroup(pgid, 'SIGKILL'), 3000);
+      await exited;
+      clearTimeout(timer);
+    }
+    killGroup(pgid, 'SIGKILL');
+    liveProcessGroups.delete(pgid);
+    child = undefined;
+  };
+
+  const deliveries = async (): Promise<EximDelivery[]> => {
+    const newDir = path.join(dir, 'mail', 'new');
+    let names: string[];
+    try {
+      names = await readdir(newDir);
+    } catch {
+      return [];
+    }
+    const files = await Promise.all(
+      names.map(async (name) => {
+        const file = path.join(newDir, name);
+        const info = await stat(file, { bigint: true });
+        return { name, mtime: info.mtimeNs, delivery: parseDelivery(await readFile(file)) };
+      }),
+    );
+    files.sort((a, b) => (a.mtime < b.mtime ? -1 : a.mtime > b.mtime ? 1 : a.name.localeCompare(b.name)));
+    return files.map((file) => file.delivery);
+  };
+
+  const messages = async (): Promise<Buffer[]> => {
+    const seen = new Set<string>();
+    const out: Buffer[] = [];
+    for (const delivery of await deliveries()) {
+      if (seen.has(delivery.eximId)) continue;
+      seen.add(delivery.eximId);
+      out.push(delivery.data);
+    }
+    return out;
+  };
+
+  let closed = false;
+  const exim: Exim = {
+    host,
+    port,
+    dns,
+    dir,
+    messages,
+    deliveries,
+    waitForMessages: async (n, timeoutMs = 10_000) => {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const delivered = await messages();
+        if (delivered.length >= n) return delivered;
+        if (Date.now() > deadline) {
+          throw new Error(`exim: ${delivered.length} of ${n} messages delivered after ${timeoutMs} ms\n${await diagnostics()}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    },
+    clearMessages: async () => {
+      for (const sub of ['new', 'cur', 'tmp']) {
+        const subDir = path.join(dir, 'mail', sub);
+        let names: string[] = [];
+        try {
+          names = await readdir(subDir);
+        } catch {
+          continue;
+        }
+        await Promise.all(names.map((name) => rm(path.join(subDir, name), { force: true })));
+      }
+    },
+    mainlog: () => readLog('mainlog'),
+    paniclog: () => readLog('paniclog'),
+    stop,
+    start,
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      await stop();
+      if (ownsDns) await dns.close();
+      if (keepTestDirs()) process.stderr.write(`(kept exim dir ${dir})\n`);
+      else await rm(dir, { recursive: true, force: true });
+      liveDirs.delete(dir);
+    },
+  };
+
+  options.cleanupWith?.after(() => exim.close());
+  try {
+    await start();
+  } catch (error) {
+    await exim.close();
+    throw error;
+  }
+  return exim;
+}

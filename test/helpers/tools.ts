@@ -1,0 +1,156 @@
+// Small test plumbing: detecting external tools (Exim, dkimpy, swaks, root), free ports, temp dirs.
+// Owns: the rule "a missing tool skips loudly on a workstation and fails in CI" (STYLE.md, Tests).
+// Must not: install anything, or silently skip — every skip prints a banner on stderr.
+
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import type { TestContext } from 'node:test';
+
+/** Anything with node:test's `after` hook: a TestContext, or a suite's context. */
+export type CleanupHooks = { after(fn: () => unknown): void };
+
+/** An external tool a test needs, and what is missing (undefined when available). */
+export type ToolCheck = {
+  name: string;
+  /** Why the tool is unusable, or undefined when it is usable. */
+  missing: string | undefined;
+  /** What `.ci/run` installs to provide it. */
+  install: string;
+};
+
+export const SYSTEM_PYTHON = '/usr/bin/python3';
+
+function loudNotice(text: string): void {
+  const bar = '*'.repeat(Math.min(100, text.length + 8));
+  process.stderr.write(`\n${bar}\n*** ${text} ***\n${bar}\n`);
+}
+
+export type GateEnvironment = { ci: boolean; notify: (text: string) => void };
+
+const realEnvironment = (): GateEnvironment => ({ ci: Boolean(process.env['CI']), notify: loudNotice });
+
+/**
+ * The rule itself: undefined when every check passes; a skip reason (after a loud notice) when
+ * something is missing on a workstation; an exception when something is missing under CI.
+ */
+export function toolGate(checks: ToolCheck[], what: string, environment: GateEnvironment = realEnvironment()): string | undefined {
+  const missing = checks.filter((check) => check.missing !== undefined);
+  if (missing.length === 0) return undefined;
+  if (environment.ci) {
+    throw new Error(missing.map((check) => `CI must install ${check.name} (${check.install}): see .ci/run — ${check.missing}`).join('\n'));
+  }
+  const names = missing.map((check) => `${check.name} (${check.missing})`).join(', ');
+  environment.notify(`SKIPPED: ${names} — ${what} not run; install: ${missing.map((check) => check.install).join(', ')}`);
+  return `missing ${names}`;
+}
+
+/**
+ * Gate a test on tools. Returns true when the test may go on. When a tool is missing: under CI
+ * (process.env.CI set) the test fails; elsewhere it is skipped with a banner on stderr.
+ *   if (!requireTool(t, checkExim())) return;
+ */
+export function requireTool(t: TestContext, ...checks: ToolCheck[]): boolean {
+  const skip = toolGate(checks, `interop test "${t.name}"`);
+  if (skip === undefined) return true;
+  t.skip(skip);
+  return false;
+}
+
+/**
+ * Options for `describe(name, suiteOptions(checkExim()), fn)`: skips the whole suite loudly on a
+ * workstation, throws (failing the file) under CI.
+ */
+export function suiteOptions(...checks: ToolCheck[]): { skip?: string } {
+  const skip = toolGate(checks, 'interop suite');
+  return skip === undefined ? {} : { skip };
+}
+
+const cache = new Map<string, ToolCheck>();
+function memo(key: string, probe: () => ToolCheck): ToolCheck {
+  let check = cache.get(key);
+  if (!check) {
+    check = probe();
+    cache.set(key, check);
+  }
+  return check;
+}
+
+export function findExecutable(candidates: string[]): string | undefined {
+  return candidates.find((candidate) => existsSync(candidate));
+}
+
+/** Exim 4 with DKIM support, plus what the harness needs to run it (unshare, setpriv, root). */
+export function checkExim(): ToolCheck {
+  return memo('exim', () => {
+    const install = 'exim4-daemon-heavy, util-linux; run as root';
+    const exim = findExecutable(['/usr/sbin/exim4', '/usr/sbin/exim']);
+    if (!exim) return { name: 'exim4', missing: 'no /usr/sbin/exim4', install };
+    const version = spawnSync(exim, ['-bV'], { encoding: 'utf8', timeout: 10_000 });
+    if (version.status !== 0 || !/Support for:.*\bDKIM\b/.test(version.stdout)) {
+      return { name: 'exim4', missing: `${exim} -bV failed or lacks DKIM support`, install };
+    }
+    for (const tool of ['unshare', 'setpriv', 'mount']) {
+      if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) return { name: 'exim4', missing: `no ${tool} on PATH`, install };
+    }
+    if (process.getuid?.() !== 0) return { name: 'exim4', missing: 'the Exim harness needs root (unshare -m, port 53 on loopback)', install };
+    return { name: 'exim4', missing: undefined, install };
+  });
+}
+
+/** dkimpy (Debian python3-dkim) importable from the system Python, with dnspython and PyNaCl. */
+export function checkDkimpy(): ToolCheck {
+  return memo('dkimpy', () => {
+    const install = 'python3-dkim (pulls python3-dnspython, python3-nacl)';
+    if (!existsSync(SYSTEM_PYTHON)) return { name: 'dkimpy', missing: `no ${SYSTEM_PYTHON}`, install };
+    const probe = spawnSync(SYSTEM_PYTHON, ['-c', 'import dkim, dns.resolver, nacl.signing'], { encoding: 'utf8', timeout: 10_000 });
+    if (probe.status !== 0) return { name: 'dkimpy', missing: probe.stderr.trim().split('\n').pop() ?? 'import failed', install };
+    return { name: 'dkimpy', missing: undefined, install };
+  });
+}
+
+export function checkSwaks(): ToolCheck {
+  return memo('swaks', () => {
+    const found = spawnSync('sh', ['-c', 'command -v swaks'], { encoding: 'utf8' });
+    return { name: 'swaks', missing: found.status === 0 ? undefined : 'swaks not on PATH', install: 'swaks' };
+  });
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago (a small race remains; tests bind it soon). */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, host, () => resolve());
+  });
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (address === null || typeof address === 'string') throw new Error('freePort: no TCP address');
+  return address.port;
+}
+
+/** Keep test directories for post-mortem when SELLO_KEEP_TEST_DIRS is set. */
+export function keepTestDirs(): boolean {
+  return Boolean(process.env['SELLO_KEEP_TEST_DIRS']);
+}
+
+/**
+ * A fresh directory under the OS temp dir. With hooks (a TestContext or suite context) it is
+ * removed after the test; otherwise the caller removes it.
+ */
+export async function tempDir(hooks?: CleanupHooks, prefix = 'sello-test-'): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
+  hooks?.after(() => removeTempDir(dir));
+  return dir;
+}
+
+export async function removeTempDir(dir: string): Promise<void> {
+  if (keepTestDirs()) {
+    process.stderr.write(`(kept test dir ${dir})\n`);
+    return;
+  }
+  await rm(dir, { recursive: true, force: true });
+}

@@ -33,6 +33,38 @@ export interface ClientIdentity {
   protocol: 'SMTP' | 'ESMTP';
 }
 
+/** How to reach the downstream MTA (config `relay`); the URL scheme picks the target. */
+export interface SmtpRelayConfig {
+  /** smtp://host[:25], lmtp://host[:24], or dir:PATH */
+  url: string;
+  starttls: 'never' | 'opportunistic' | 'required';
+  /** Verify the MTA's certificate; off by default because the MTA usually sits on loopback. */
+  tlsRejectUnauthorized: boolean;
+  /** Name sello gives in EHLO/LHLO. */
+  helo: string;
+  timeouts: {
+    connectMs: number;
+    /** Every reply except the one to the final dot. */
+    commandMs: number;
+    /** The reply (LMTP: the replies) to the final dot. */
+    dataMs: number;
+  };
+}
+
+/** One LMTP recipient's own reply to the final dot (RFC 2033 §4.2). */
+export interface RecipientReply {
+  readonly recipient: string;
+  readonly reply: SmtpReply;
+}
+
+/** The reply to the end of DATA. */
+export interface DataReply extends SmtpReply {
+  /** The MTA's queue id when its reply text matched a known pattern (Exim, Postfix, Dovecot). */
+  readonly queueId?: string;
+  /** LMTP only: every accepted recipient's own reply, for logs; the reply itself is the fold. */
+  readonly recipientReplies?: readonly RecipientReply[];
+}
+
 /** Credentials for AUTH passthrough; never logged. */
 export interface Credentials {
   mechanism: 'PLAIN' | 'LOGIN';
@@ -53,10 +85,12 @@ export interface RelaySession {
   /**
    * Sends the message: `chunks` concatenated are the exact message bytes (CRLF line endings,
    * not dot-stuffed). The client dot-stuffs and terminates. Resolves with one reply for SMTP;
-   * LMTP's per-recipient replies are folded into one (see the LMTP client).
+   * LMTP's per-recipient replies are folded into one (see foldLmtpReplies in smtp-reply.ts).
    * The returned reply's text may carry the MTA's queue id; `queueId` extracts it if found.
+   * Rejects with SmtpReplyError(Replies.bareLineEnding) before sending anything when the
+   * chunks hold a bare CR or LF (SMTP smuggling guard, PRODUCT.md §4).
    */
-  data(chunks: readonly Buffer[]): Promise<SmtpReply & { queueId?: string }>;
+  data(chunks: readonly Buffer[]): Promise<DataReply>;
   /** Abort the current transaction (RSET); the session stays usable. */
   reset(): Promise<void>;
   /** QUIT and close; never rejects. */

@@ -44,6 +44,18 @@ export const Replies = {
   localError: reply(451, '4.3.0', 'Local error in processing, try again later'),
   shuttingDown: reply(421, '4.3.2', 'Service shutting down, try again later'),
   accepted: reply(250, '2.0.0', 'OK'),
+  // RFC 6152 §3: 8-bit content must not go to a server without 8BITMIME unless converted; sello
+  // does not convert (it would break DKIM signatures): RFC 3463 §3.7 "conversion required".
+  eightBitMimeUnsupported: reply(554, '5.6.3', 'Message needs 8BITMIME, which the next hop does not support'),
+  // RFC 6531 §3.2/§3.5: no internationalised message to a server without SMTPUTF8.
+  smtpUtf8Unsupported: reply(553, '5.6.7', 'Message needs SMTPUTF8, which the next hop does not support'),
+  // RFC 5321 §3.3: DATA with no accepted recipient.
+  noValidRecipients: reply(554, '5.5.1', 'No valid recipients'),
+  // Values that would change the command line they go into are refused, never sent (RFC 3463
+  // X.1.7 / X.1.3 bad sender / recipient address syntax, X.5.4 invalid command arguments).
+  badSenderSyntax: reply(501, '5.1.7', 'Bad sender address syntax'),
+  badRecipientSyntax: reply(501, '5.1.3', 'Bad recipient address syntax'),
+  badParameter: reply(501, '5.5.4', 'Invalid command arguments'),
 } as const;
 
 /** An error that already knows the SMTP reply the client should get. */

@@ -25,7 +25,6 @@ const directoryMode = 0o750;
 const messageFileMode = 0o640;
 const senderAccepted = reply(250, '2.1.0', 'Sender OK');
 const recipientAccepted = reply(250, '2.1.5', 'Recipient OK');
-const noValidRecipients = reply(554, '5.5.1', 'No valid recipients');
 const noSender = reply(503, '5.5.1', 'MAIL first');
 
 /** "dir:PATH" → absolute directory (a relative PATH is taken from the working directory). */
@@ -137,7 +136,7 @@ class DirSession implements RelaySession {
       throw new SmtpReplyError(Replies.bareLineEnding, `message has a bare CR or LF at byte ${bareAt}; not written`);
     }
     if (this.sender === undefined) return noSender;
-    if (this.recipients.length === 0) return noValidRecipients;
+    if (this.recipients.length === 0) return Replies.noValidRecipients;
     const header = envelopeHeader(this.sender, this.recipients);
     this.sender = undefined;
     this.recipients = [];

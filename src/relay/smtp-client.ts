@@ -36,20 +36,6 @@ export interface SmtpClientOptions {
   readonly timeouts: { readonly connectMs: number; readonly commandMs: number; readonly dataMs: number };
 }
 
-// RFC 6152 §3: a message with 8-bit content must not be relayed to a server without 8BITMIME
-// unless converted; sello does not convert (it would break DKIM signatures), so it refuses, with
-// RFC 3463 §3.7's "conversion required but not supported".
-const eightBitMimeUnsupported = reply(554, '5.6.3', 'Message needs 8BITMIME, which the next hop does not support');
-// RFC 6531 §3.2: an internationalised message must not be sent to a server without SMTPUTF8;
-// RFC 6531 §3.5 names the reply: 553 with X.6.7 (non-ASCII addresses not permitted).
-const smtpUtf8Unsupported = reply(553, '5.6.7', 'Message needs SMTPUTF8, which the next hop does not support');
-// RFC 5321 §3.3: DATA with no accepted recipient; answered here without bothering the MTA.
-const noValidRecipients = reply(554, '5.5.1', 'No valid recipients');
-// Values that would change the command line they go into are refused, never sent (RFC 3463
-// X.1.7 / X.1.3 bad sender / recipient address syntax, X.5.4 invalid command arguments).
-const badSenderSyntax = reply(501, '5.1.7', 'Bad sender address syntax');
-const badRecipientSyntax = reply(501, '5.1.3', 'Bad recipient address syntax');
-const badParameter = reply(501, '5.5.4', 'Invalid command arguments');
 
 /** Longest reply line accepted (RFC 5321 §4.5.3.1.5 allows 512; servers send longer text). */
 const maxReplyLineBytes = 16 * 1024;
@@ -177,27 +163,27 @@ export class SmtpClient implements RelaySession {
   mailFrom(address: string, parameters: MailParameters): Promise<SmtpReply> {
     return this.exclusive(async () => {
       this.acceptedRecipients = [];
-      if (!isSafeEnvelopeAddress(address)) return badSenderSyntax;
+      if (!isSafeEnvelopeAddress(address)) return Replies.badSenderSyntax;
       const capabilities = this.serverCapabilities;
       const extensions: string[] = [];
       if (parameters.body === '8BITMIME') {
-        if (!capabilities.eightBitMime) return eightBitMimeUnsupported;
+        if (!capabilities.eightBitMime) return Replies.eightBitMimeUnsupported;
         extensions.push('BODY=8BITMIME');
       } else if (parameters.body === '7BIT' && capabilities.eightBitMime) {
         extensions.push('BODY=7BIT');
       }
       if (parameters.smtpUtf8) {
-        if (!capabilities.smtpUtf8) return smtpUtf8Unsupported;
+        if (!capabilities.smtpUtf8) return Replies.smtpUtf8Unsupported;
         extensions.push('SMTPUTF8');
       }
       if (parameters.size !== undefined && capabilities.size !== undefined) {
-        if (!Number.isSafeInteger(parameters.size) || parameters.size < 0) return badParameter;
+        if (!Number.isSafeInteger(parameters.size) || parameters.size < 0) return Replies.badParameter;
         extensions.push(`SIZE=${parameters.size}`);
       }
       if (capabilities.dsn) {
         if (parameters.ret) extensions.push(`RET=${parameters.ret}`);
         if (parameters.envid) {
-          if (!isXtext(parameters.envid)) return badParameter;
+          if (!isXtext(parameters.envid)) return Replies.badParameter;
           extensions.push(`ENVID=${parameters.envid}`);
         }
       }
@@ -209,7 +195,7 @@ export class SmtpClient implements RelaySession {
   /** RCPT TO; NOTIFY and ORCPT (RFC 3461 §4.1, §4.2) only when the server advertised DSN. */
   rcptTo(address: string, parameters: RecipientParameters): Promise<SmtpReply> {
     return this.exclusive(async () => {
-      if (!isSafeEnvelopeAddress(address)) return badRecipientSyntax;
+      if (!isSafeEnvelopeAddress(address)) return Replies.badRecipientSyntax;
       const extensions: string[] = [];
       if (this.serverCapabilities.dsn) {
         for (const [name, value] of [
@@ -217,7 +203,7 @@ export class SmtpClient implements RelaySession {
           ['ORCPT', parameters.orcpt],
         ] as const) {
           if (!value) continue;
-          if (!isXtext(value)) return badParameter;
+          if (!isXtext(value)) return Replies.badParameter;
           extensions.push(`${name}=${value}`);
         }
       }
@@ -242,7 +228,7 @@ export class SmtpClient implements RelaySession {
         );
       }
       const recipients = this.acceptedRecipients;
-      if (recipients.length === 0) return noValidRecipients;
+      if (recipients.length === 0) return Replies.noValidRecipients;
       const goAhead = toSmtpReply(await this.command('DATA', 'DATA'));
       if (goAhead.code !== 354) return goAhead;
       this.acceptedRecipients = [];

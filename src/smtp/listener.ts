@@ -275,7 +275,8 @@ export class Listener {
       record.signing = prepared.signing;
       const reply = await state.relay.data(prepared.chunks);
       state.transactionOpen = false;
-      record.relay = { code: reply.code, queueId: reply.queueId };
+      // LMTP folds per-recipient replies into one; the log keeps each (a partial failure means a retry).
+      record.relay = { code: reply.code, queueId: reply.queueId, ...(reply.recipientReplies ? { recipients: reply.recipientReplies } : {}) };
       if (reply.code !== 250) throw new SmtpReplyError(reply);
       // PRODUCT.md §3: 250 only now, after the MTA's 250 for the same bytes.
       record.outcome = 'relayed';

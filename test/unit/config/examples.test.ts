@@ -1,0 +1,43 @@
+// Every config file shipped in config/ must pass `sello check-config` (with keys made for the
+// selectors it names, in a temp dir via SELLO_KEYS_DIR): a template that no test reads rots.
+
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { PassThrough } from 'node:stream';
+import { test } from 'node:test';
+import { parse } from 'yaml';
+import { main } from '../../../src/cli/run.ts';
+import { makeKeys } from '../../helpers/sello.ts';
+
+const root = path.join(import.meta.dirname, '../../../config');
+const files = [
+  ...(await readdir(root)).filter((name) => name.endsWith('.yaml')).map((name) => path.join(root, name)),
+  ...(await readdir(path.join(root, 'examples'))).filter((name) => name.endsWith('.yaml')).map((name) => path.join(root, 'examples', name)),
+];
+
+test('there are config files to check', () => assert.ok(files.length >= 3, files.join(', ')));
+
+for (const file of files) {
+  test(`check-config accepts ${path.relative(root, file)}`, async (t) => {
+    const raw = parse(await readFile(file, 'utf8')) as { signing?: { domains?: Record<string, string | string[]> } };
+    const keysDir = await mkdtemp(path.join(tmpdir(), 'sello-example-keys-'));
+    t.after(() => rm(keysDir, { recursive: true, force: true }));
+    const keys = Object.entries(raw.signing?.domains ?? {}).flatMap(([pattern, selectors]) =>
+      [selectors].flat().map((selector) => ({ domain: pattern.replace(/^\*\./, ''), selector, algorithm: selector.startsWith('ed') ? ('ed25519' as const) : ('rsa' as const) })),
+    );
+    const unique = [...new Map(keys.map((key) => [`${key.domain}/${key.selector}`, key])).values()];
+    await makeKeys(unique, keysDir);
+    let stdout = '';
+    let stderr = '';
+    const code = await main(['check-config', '--config', file], {
+      stdout: (text) => (stdout += text),
+      stderr: (text) => (stderr += text),
+      stdin: new PassThrough(),
+      env: { SELLO_KEYS_DIR: keysDir },
+    });
+    assert.equal(code, 0, stderr);
+    assert.match(stdout, /: OK \(\d+ listener\(s\), \d+ signing key\(s\)\)/);
+  });
+}

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
-import { SmtpDialog } from '../helpers/smtp-dialog.ts';
+import { sendMail, SmtpDialog } from '../helpers/smtp-dialog.ts';
 import { startSink, type Sink } from '../helpers/smtp-sink.ts';
 import { startTestSello, type TestSello } from '../helpers/sello.ts';
 
@@ -38,19 +38,13 @@ async function setup(t: import('node:test').TestContext, options: { sink?: Param
   return { sink, sello };
 }
 
-async function submit(port: number, data: string | Buffer, recipients = ['bob@example.net']): Promise<{ replies: string[]; dialog: SmtpDialog }> {
-  const dialog = await SmtpDialog.connect(port);
-  const replies = [await dialog.command('EHLO client.test'), await dialog.command('MAIL FROM:<alice@example.com>')];
-  for (const recipient of recipients) replies.push(await dialog.command(`RCPT TO:<${recipient}>`));
-  replies.push(await dialog.sendData(data));
-  await dialog.close();
-  return { replies, dialog };
-}
+/** One transaction from alice@example.com; `.data` is the reply after the message. */
+const submit = (port: number, data: string | Buffer, to = ['bob@example.net']) => sendMail(port, { from: 'alice@example.com', to, data });
 
 test('a trusted client submits; the sink gets the message dual-signed (RSA + Ed25519), both verify', async (t) => {
   const { sink, sello } = await setup(t);
-  const { replies } = await submit(sello.port('submission'), message());
-  assert.equal(replies.at(-1), '250 2.0.0 OK: queued as SINK1');
+  const sent = await submit(sello.port('submission'), message());
+  assert.equal(sent.data, '250 2.0.0 OK: queued as SINK1');
   assert.equal(sink.messages.length, 1);
   const delivered = sink.messages[0]!;
   assert.deepEqual(delivered.rcptTo, ['bob@example.net']);
@@ -98,8 +92,8 @@ test('the MTA unreachable: 451 4.4.1 at MAIL FROM, nothing accepted', async (t) 
 
 test('the MTA refusing the data: its code is passed on, never 250', async (t) => {
   const { sello } = await setup(t, { sink: { dataReply: '452 4.3.1 Insufficient system storage' } });
-  const { replies } = await submit(sello.port('submission'), message());
-  assert.equal(replies.at(-1), '452 4.3.1 Insufficient system storage');
+  const sent = await submit(sello.port('submission'), message());
+  assert.equal(sent.data, '452 4.3.1 Insufficient system storage');
 });
 
 test('no signing oracle: an untrusted client without AUTH is refused at MAIL FROM and nothing is relayed', async (t) => {
@@ -149,16 +143,16 @@ test('From rules on submission: none or several → 550 5.6.0 and the downstream
     [twoAddresses]: '550 5.6.0 Message refused: it must have exactly one From header field with exactly one address (RFC 5322 section 3.6)',
   };
   for (const [data, reply] of Object.entries(expected)) {
-    const { replies } = await submit(sello.port('submission'), data);
-    assert.equal(replies.at(-1), reply);
+    const sent = await submit(sello.port('submission'), data);
+    assert.equal(sent.data, reply);
   }
   assert.equal(sink.messages.length, 0, 'nothing was relayed');
 });
 
 test('a domain not in the signing table is relayed unsigned', async (t) => {
   const { sink, sello } = await setup(t);
-  const { replies } = await submit(sello.port('submission'), message('carol@example.org'));
-  assert.equal(replies.at(-1), '250 2.0.0 OK: queued as SINK1');
+  const sent = await submit(sello.port('submission'), message('carol@example.org'));
+  assert.equal(sent.data, '250 2.0.0 OK: queued as SINK1');
   assert.equal(sink.messages[0]?.data.toString(), message('carol@example.org'));
 });
 
@@ -180,23 +174,23 @@ test('bare LF is normalised to CRLF before signing (bytes signed = bytes relayed
   assert.deepEqual((await verify(sello, sink.messages[0]!.data)).map((r) => r.result), ['pass', 'pass']);
 
   const strict = await setup(t, { config: { data: { bareLineEndings: 'reject' } } });
-  const { replies } = await submit(strict.sello.port('submission'), Buffer.from(message().replace('Hi Bob.\r\n', 'Hi Bob.\n')));
-  assert.equal(replies.at(-1), '550 5.6.0 Message refused: bare CR or LF line ending; lines must end in CRLF (RFC 5322 section 2.3)');
+  const sent = await submit(strict.sello.port('submission'), Buffer.from(message().replace('Hi Bob.\r\n', 'Hi Bob.\n')));
+  assert.equal(sent.data, '550 5.6.0 Message refused: bare CR or LF line ending; lines must end in CRLF (RFC 5322 section 2.3)');
   assert.equal(strict.sink.messages.length, 0);
 });
 
 test('message over maxMessageSize → 552 5.3.4, nothing relayed', async (t) => {
   const { sink, sello } = await setup(t, { config: { limits: { maxMessageSize: 2048 } } });
-  const { replies } = await submit(sello.port('submission'), message('alice@example.com', `X-Pad: ${'x'.repeat(4000)}\r\n`));
-  assert.equal(replies.at(-1), '552 5.3.4 Message size exceeds fixed maximum message size');
+  const sent = await submit(sello.port('submission'), message('alice@example.com', `X-Pad: ${'x'.repeat(4000)}\r\n`));
+  assert.equal(sent.data, '552 5.3.4 Message size exceeds fixed maximum message size');
   assert.equal(sink.messages.length, 0);
 });
 
 test('too many recipients → 452 4.5.3 (RFC 5321 §4.5.3.1.10)', async (t) => {
   const { sello } = await setup(t, { config: { limits: { maxRecipients: 2 } } });
-  const { replies } = await submit(sello.port('submission'), message(), ['a@example.net', 'b@example.net', 'c@example.net']);
-  assert.deepEqual(replies.slice(2, 5), ['250 Accepted', '250 Accepted', '452 4.5.3 Too many recipients']);
-  assert.equal(replies.at(-1), '250 2.0.0 OK: queued as SINK1');
+  const sent = await submit(sello.port('submission'), message(), ['a@example.net', 'b@example.net', 'c@example.net']);
+  assert.deepEqual(sent.rcpt, ['250 Accepted', '250 Accepted', '452 4.5.3 Too many recipients']);
+  assert.equal(sent.data, '250 2.0.0 OK: queued as SINK1');
 });
 
 test('ESMTP parameters are kept downstream: SIZE, BODY=8BITMIME, SMTPUTF8', async (t) => {
@@ -222,7 +216,7 @@ test('the filter listener signs for the loopback MTA and greets at once (no 100 
   assert.match(dialog.greeting, /^220 sello\.test ESMTP sello/);
   assert.ok(elapsed < 90, `greeting took ${elapsed.toFixed(1)} ms; smtp-server's default pause is 100 ms`);
   await dialog.close();
-  const { replies } = await submit(sello.port('filter'), message());
-  assert.equal(replies.at(-1), '250 2.0.0 OK: queued as SINK1');
+  const sent = await submit(sello.port('filter'), message());
+  assert.equal(sent.data, '250 2.0.0 OK: queued as SINK1');
   assert.deepEqual((await verify(sello, sink.messages[0]!.data)).map((r) => r.result), ['pass', 'pass']);
 });

@@ -108,6 +108,15 @@ function killGroup(pgid: number, signal: NodeJS.Signals): void {
   }
 }
 
+function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function installExitHooks(): void {
   if (exitHooksInstalled) return;
   exitHooksInstalled = true;
@@ -486,6 +495,9 @@ export async function startExim(options: EximOptions = {}): Promise<Exim> {
       clearTimeout(timer);
     }
     killGroup(pgid, 'SIGKILL');
+    // Exim's forked session children share the group and may still hold the listening socket:
+    // wait until the whole group is gone, or start() on the same port races with them (EADDRINUSE).
+    for (let waited = 0; groupAlive(pgid) && waited < 5000; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
     liveProcessGroups.delete(pgid);
     child = undefined;
   };

@@ -1,8 +1,12 @@
-// A raw SMTP client for tests that assert exact reply bytes: send a line, get the whole reply.
-// Must not: hide protocol details (no retries, no dot-stuffing unless asked).
+// A raw SMTP client for tests that assert exact reply bytes: send a line, get the whole reply
+// (RFC 5321 §4.2), optionally over STARTTLS or from a chosen local address.
+// Owns: line framing, multi-line replies, DATA dot-stuffing (RFC 5321 §4.5.2) when asked.
+// Must not: hide protocol details (no retries, no RSET, no dot-stuffing unless asked; sendMail returns every reply).
 
 import net from 'node:net';
 import tls from 'node:tls';
+
+export type ConnectOptions = { host?: string; localAddress?: string };
 
 export class SmtpDialog {
   #socket: net.Socket;
@@ -33,7 +37,7 @@ export class SmtpDialog {
     for (const waiter of this.#waiters.splice(0)) waiter();
   }
 
-  static async connect(port: number, options: { host?: string; localAddress?: string } = {}): Promise<SmtpDialog> {
+  static async connect(port: number, options: ConnectOptions = {}): Promise<SmtpDialog> {
     const socket = net.connect({ port, host: options.host ?? '127.0.0.1', ...(options.localAddress ? { localAddress: options.localAddress } : {}) });
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
@@ -78,14 +82,16 @@ export class SmtpDialog {
     this.#socket.write(bytes);
   }
 
-  /** DATA, the message dot-stuffed, the final dot; returns the reply to the final dot. */
+  /** DATA, then the message as sendMessage sends it; returns the reply to the final dot (or to DATA if not 354). */
   async sendData(message: Buffer | string): Promise<string> {
     const reply = await this.command('DATA');
     if (!reply.startsWith('354')) return reply;
-    let text = Buffer.isBuffer(message) ? message.toString('latin1') : message;
-    text = text.replace(/(^|\r\n)\./g, '$1..');
-    if (!text.endsWith('\r\n')) text += '\r\n';
-    this.#socket.write(Buffer.from(`${text}.\r\n`, 'latin1'));
+    return this.sendMessage(message);
+  }
+
+  /** After a 354: the message dot-stuffed and terminated (see dotStuff); returns the reply. A string is sent as latin1. */
+  async sendMessage(message: Buffer | string): Promise<string> {
+    this.#socket.write(dotStuff(Buffer.isBuffer(message) ? message : Buffer.from(message, 'latin1')));
     return this.readReply();
   }
 
@@ -107,5 +113,53 @@ export class SmtpDialog {
       this.#socket.end('QUIT\r\n');
       this.#socket.destroySoon?.();
     }
+  }
+}
+
+/**
+ * RFC 5321 §4.5.2 transparency plus the terminating ".": a dot starting the data or following any
+ * LF (CRLF or bare) is doubled; bare LFs are otherwise kept; a last line without CRLF gets one.
+ */
+export function dotStuff(message: Buffer): Buffer {
+  const stuffed = message.toString('latin1').replace(/(^|\n)\./g, '$1..');
+  const terminated = stuffed.endsWith('\r\n') || stuffed.length === 0 ? stuffed : `${stuffed}\r\n`;
+  return Buffer.from(`${terminated}.\r\n`, 'latin1');
+}
+
+/** Every reply of one sendMail transaction, each without its final CRLF. */
+export type Transaction = {
+  greeting: string;
+  ehlo: string;
+  mail: string;
+  rcpt: string[];
+  /** Reply to DATA (354 expected); absent unless MAIL and at least one RCPT were accepted. */
+  dataCommand?: string;
+  /** Reply after the message; absent when DATA was not answered 354. */
+  data?: string;
+};
+
+/**
+ * One transaction without pipelining — EHLO, MAIL, each RCPT, and DATA with the message
+ * dot-stuffed (see dotStuff) if MAIL and a RCPT got 250/251 — then QUIT; every reply is returned.
+ */
+export async function sendMail(
+  port: number,
+  envelope: { from: string; to: string[]; data: Buffer | string },
+  options: ConnectOptions & { helo?: string } = {},
+): Promise<Transaction> {
+  const dialog = await SmtpDialog.connect(port, options);
+  try {
+    const ehlo = await dialog.command(`EHLO ${options.helo ?? 'client.test'}`);
+    const mail = await dialog.command(`MAIL FROM:<${envelope.from}>`);
+    const rcpt: string[] = [];
+    for (const recipient of envelope.to) rcpt.push(await dialog.command(`RCPT TO:<${recipient}>`));
+    const transaction: Transaction = { greeting: dialog.greeting, ehlo, mail, rcpt };
+    if (mail.startsWith('250') && rcpt.some((reply) => /^25[01]/.test(reply))) {
+      transaction.dataCommand = await dialog.command('DATA');
+      if (transaction.dataCommand.startsWith('354')) transaction.data = await dialog.sendMessage(envelope.data);
+    }
+    return transaction;
+  } finally {
+    await dialog.close();
   }
 }

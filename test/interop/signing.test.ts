@@ -14,7 +14,7 @@ import { silentLogger } from '../../src/observability/logger.ts';
 import { verifyWithDkimpy } from '../helpers/dkimpy.ts';
 import type { Zone } from '../helpers/dns-server.ts';
 import { eximDkimResults, startExim, withoutEximFields, type Exim } from '../helpers/exim.ts';
-import { SmtpDialog } from '../helpers/smtp-dialog.ts';
+import { sendMail, SmtpDialog } from '../helpers/smtp-dialog.ts';
 import { checkDkimpy, checkExim, suiteOptions, tempDir } from '../helpers/tools.ts';
 
 /** Runs `sello keygen` in-process and turns its BIND output into the TXT strings to publish. */
@@ -59,21 +59,6 @@ const MESSAGES: Record<string, (from: string) => Buffer> = {
   'trailing whitespace and empty lines': (from) => Buffer.from(`From: ${from}\r\nTo: bob@example.net\r\nSubject: ws \t \r\nDate: ${date}\r\n\r\nspaces   \t\r\n\r\n\r\n`),
 };
 
-/** Submits `data` as-is (raw bytes; bare LFs stay bare) and returns every reply. */
-async function submit(port: number, from: string, recipients: string[], data: Buffer): Promise<string[]> {
-  const dialog = await SmtpDialog.connect(port);
-  const replies = [await dialog.command('EHLO client.test'), await dialog.command(`MAIL FROM:<${from}>`)];
-  for (const recipient of recipients) replies.push(await dialog.command(`RCPT TO:<${recipient}>`));
-  if (replies.slice(2).some((reply) => reply.startsWith('250'))) {
-    replies.push(await dialog.command('DATA'));
-    // Dot-stuff whatever line ending precedes a dot, then end with CRLF.CRLF.
-    dialog.write(Buffer.concat([Buffer.from(data.toString('latin1').replace(/(^|\n)\./g, '$1..'), 'latin1'), Buffer.from('\r\n.\r\n')]));
-    replies.push(await dialog.readReply());
-  }
-  await dialog.close();
-  return replies;
-}
-
 describe('signatures made by sello verify with Exim and dkimpy', suiteOptions(checkExim(), checkDkimpy()), () => {
   let exim: Exim;
   let sello: RunningSello;
@@ -107,8 +92,9 @@ describe('signatures made by sello verify with Exim and dkimpy', suiteOptions(ch
     for (const [messageName, make] of Object.entries(MESSAGES)) {
       test(`${setupName}: ${messageName}`, async () => {
         await exim.clearMessages();
-        const replies = await submit(port, `alice@${setup.domain}`, ['bob@example.net'], make(`Alice <alice@${setup.domain}>`));
-        assert.match(replies.at(-1) ?? '', /^250 2\.0\.0 OK: queued as \S+/, replies.join(' | '));
+        // Sent as-is (bare LFs stay bare), dot-stuffed after any LF.
+        const sent = await sendMail(port, { from: `alice@${setup.domain}`, to: ['bob@example.net'], data: make(`Alice <alice@${setup.domain}>`) });
+        assert.match(sent.data ?? '', /^250 2\.0\.0 OK: queued as \S+/, JSON.stringify(sent));
         const [delivered] = await exim.waitForMessages(1);
         assert.ok(delivered);
         const expected = setup.selectors.map((selector) => ({ domain: setup.domain, selector, status: 'pass', reason: '' }));
@@ -125,7 +111,7 @@ describe('signatures made by sello verify with Exim and dkimpy', suiteOptions(ch
 
   test('oversigning: a second Subject or From added to a signed message fails at Exim and dkimpy', async () => {
     await exim.clearMessages();
-    await submit(port, 'alice@dual.example', ['bob@example.net'], MESSAGES.plain!('alice@dual.example'));
+    await sendMail(port, { from: 'alice@dual.example', to: ['bob@example.net'], data: MESSAGES.plain!('alice@dual.example') });
     const [delivered] = await exim.waitForMessages(1);
     const signed = withoutEximFields(delivered!).toString('latin1');
     for (const added of ['Subject: second subject', 'From: mallory@dual.example']) {
@@ -134,8 +120,8 @@ describe('signatures made by sello verify with Exim and dkimpy', suiteOptions(ch
       assert.deepEqual(byDkimpy.signatures.map((s) => s.ok), [false, false], `dkimpy after adding "${added}"`);
       await exim.clearMessages();
       // Straight to Exim (not through sello, which would sign again).
-      const replies = await submit(exim.port, 'alice@dual.example', ['bob@example.net'], tampered);
-      assert.match(replies.at(-1) ?? '', /^250/);
+      const sent = await sendMail(exim.port, { from: 'alice@dual.example', to: ['bob@example.net'], data: tampered });
+      assert.match(sent.data ?? '', /^250/);
       const [received] = await exim.waitForMessages(1);
       assert.deepEqual(eximDkimResults(received!).map((r) => r.status), ['fail', 'fail'], `Exim after adding "${added}"`);
     }
@@ -143,33 +129,33 @@ describe('signatures made by sello verify with Exim and dkimpy', suiteOptions(ch
 
   test('in step with Exim: a recipient Exim refuses is refused at RCPT TO with Exim\'s own reply', async () => {
     await exim.clearMessages();
-    const replies = await submit(port, 'alice@rsa.example', ['nobody@example.net', 'bob@example.net'], MESSAGES.plain!('alice@rsa.example'));
-    assert.equal(replies[2], '550 5.1.1 nobody: no such user here');
-    assert.equal(replies[3], '250 Accepted');
-    assert.match(replies.at(-1) ?? '', /^250 2\.0\.0 OK: queued as [\w-]+$/);
+    const sent = await sendMail(port, { from: 'alice@rsa.example', to: ['nobody@example.net', 'bob@example.net'], data: MESSAGES.plain!('alice@rsa.example') });
+    assert.deepEqual(sent.rcpt, ['550 5.1.1 nobody: no such user here', '250 Accepted']);
+    assert.match(sent.data ?? '', /^250 2\.0\.0 OK: queued as [\w-]+$/);
     await exim.waitForMessages(1);
     const deliveries = await exim.deliveries();
     assert.deepEqual(deliveries.map((d) => d.recipient), ['bob@example.net']);
   });
 
   test('in step with Exim: relaying to a foreign domain is refused by Exim at RCPT TO', async () => {
-    const replies = await submit(port, 'alice@rsa.example', ['someone@elsewhere.example'], MESSAGES.plain!('alice@rsa.example'));
-    assert.match(replies[2] ?? '', /^550 /);
-    assert.equal(replies.length, 3, 'no DATA without an accepted recipient');
+    const sent = await sendMail(port, { from: 'alice@rsa.example', to: ['someone@elsewhere.example'], data: MESSAGES.plain!('alice@rsa.example') });
+    assert.match(sent.rcpt[0] ?? '', /^550 /);
+    assert.equal(sent.dataCommand, undefined, 'no DATA without an accepted recipient');
   });
 
   test('Exim stopped: 451 4.4.1, the client never sees 250; Exim back: mail flows again', async () => {
     await exim.stop();
     try {
-      const replies = await submit(port, 'alice@rsa.example', ['bob@example.net'], MESSAGES.plain!('alice@rsa.example'));
-      assert.equal(replies[1], '451 4.4.1 Downstream mail server unreachable, try again later');
-      assert.ok(!replies.slice(1).some((reply) => reply.startsWith('250')), replies.join(' | '));
+      const sent = await sendMail(port, { from: 'alice@rsa.example', to: ['bob@example.net'], data: MESSAGES.plain!('alice@rsa.example') });
+      assert.equal(sent.mail, '451 4.4.1 Downstream mail server unreachable, try again later');
+      const afterEhlo = [sent.mail, ...sent.rcpt, sent.dataCommand, sent.data];
+      assert.ok(!afterEhlo.some((reply) => reply?.startsWith('250')), JSON.stringify(sent));
     } finally {
       await exim.start();
     }
     await exim.clearMessages();
-    const replies = await submit(port, 'alice@rsa.example', ['bob@example.net'], MESSAGES.plain!('alice@rsa.example'));
-    assert.match(replies.at(-1) ?? '', /^250 /);
+    const sent = await sendMail(port, { from: 'alice@rsa.example', to: ['bob@example.net'], data: MESSAGES.plain!('alice@rsa.example') });
+    assert.match(sent.data ?? '', /^250 /);
     assert.equal((await exim.waitForMessages(1)).length, 1);
   });
 

@@ -3,7 +3,9 @@
 // Must not: parse argv or files (cli/, config/) or hold per-message logic.
 
 import type { Config, RelayConfig } from './config/schema.ts';
+import { createResolver, type DnsResolver } from './dns/resolver.ts';
 import type { Logger } from './observability/logger.ts';
+import { InboundChecks } from './pipeline/inbound.ts';
 import { MessagePipeline } from './pipeline/transaction.ts';
 import { createRelayTarget } from './relay/index.ts';
 import type { RelayTarget } from './relay/types.ts';
@@ -32,6 +34,14 @@ export async function loadSigning(config: Config, now?: () => Date): Promise<Sig
   return { table, keys, signer: new Signer(table, keys, config.signing, now) };
 }
 
+export function resolverFor(config: Config): DnsResolver {
+  return createResolver({
+    servers: [...config.dns.servers],
+    timeoutMs: config.dns.timeout,
+    cache: { maxEntries: config.dns.cacheEntries, maxTtlSeconds: Math.floor(config.dns.cacheMaxTtl / 1000) },
+  });
+}
+
 export function relayTargetFor(config: Config, relay: RelayConfig, configPath: string): RelayTarget {
   return createRelayTarget(
     {
@@ -48,7 +58,8 @@ export function relayTargetFor(config: Config, relay: RelayConfig, configPath: s
 export async function startSello(config: Config, logger: Logger, options: { now?: () => Date } = {}): Promise<RunningSello> {
   const signing = await loadSigning(config, options.now);
   for (const warning of signing.keys.warnings) logger.warn({ warning }, 'key warning');
-  const pipeline = new MessagePipeline(config, signing.signer);
+  const inbound = new InboundChecks(config, resolverFor(config).resolve);
+  const pipeline = new MessagePipeline(config, signing.signer, inbound);
   const defaultRelay = relayTargetFor(config, config.relay, 'relay.target');
 
   const listeners: Listener[] = [];
@@ -62,7 +73,7 @@ export async function startSello(config: Config, logger: Logger, options: { now?
       if (listenerConfig.role === 'submission' && !relay.supportsAuth) {
         logger.warn({ listener: listenerConfig.name, relay: relay.description }, 'the relay target cannot check passwords: AUTH is not offered, only trustedNetworks may send');
       }
-      const listener = new Listener({ config, listener: listenerConfig, relay, pipeline, logger, ...(tls ? { tls } : {}) });
+      const listener = new Listener({ config, listener: listenerConfig, relay, pipeline, inbound, logger, ...(tls ? { tls } : {}) });
       addresses.set(listenerConfig.name, await listener.start());
       listeners.push(listener);
       logger.info({ listener: listenerConfig.name, role: listenerConfig.role, address: addresses.get(listenerConfig.name), relay: relay.description }, 'listening');

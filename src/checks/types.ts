@@ -12,6 +12,9 @@ export interface SpfOutcome {
   domain: string;
   /** The identity checked: the MAIL FROM address, or postmaster@<helo> (RFC 7208 §2.4). */
   sender: string;
+  /** The MAIL FROM reverse-path as the client gave it ('' for the null sender), whatever the
+   *  identity: Received-SPF reports it as envelope-from (RFC 7208 §9.1). */
+  mailFrom: string;
   clientIp: string;
   helo: string;
   /** Human comment, e.g. "example.com: 192.0.2.1 is not allowed to send mail from example.com". */

@@ -10,6 +10,7 @@ const commands: Record<string, () => Promise<Command>> = {
   'dns-record': async () => (await import('./dns-record.ts')).dnsRecordCommand,
   sign: async () => (await import('./sign.ts')).signCommand,
   'check-config': async () => (await import('./check-config.ts')).checkConfigCommand,
+  spf: async () => (await import('./spf.ts')).spfCommand,
 };
 
 const usage = `usage: sello <command> [options]
@@ -20,6 +21,7 @@ commands:
   dns-record     print the DNS TXT record of an existing key again
   sign           DKIM-sign a message from stdin with the configured keys
   check-config   validate the configuration and keys
+  spf            evaluate SPF for an IP, sender and HELO, print the result and Received-SPF
 
 Run 'sello <command> --help' for a command's options.
 `;

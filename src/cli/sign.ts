@@ -55,7 +55,7 @@ export const signCommand: Command = async (args, io) => {
   const { signer } = await loadSigning(config);
   const message = await buffer(io.stdin);
   try {
-    const prepared = new MessagePipeline(config, signer).process(message, { role: 'submission', signs: true });
+    const prepared = await new MessagePipeline(config, signer).process(message, { role: 'submission', signs: true });
     if (!prepared.signing.signed) {
       const domain = 'fromDomain' in prepared.signing ? ` (From domain ${prepared.signing.fromDomain})` : '';
       io.stderr(`sello sign: not signed: ${prepared.signing.reason}${domain}\n`);

@@ -93,6 +93,9 @@ export const DEFAULT_OVERSIGNED_FIELDS = [
   'In-Reply-To', 'References',
 ];
 
+/** What a check result does at RCPT TO: tag (accept, with headers), defer (4xx), reject (5xx). */
+const spfAction = z.enum(['tag', 'defer', 'reject']);
+
 const relaySchema = z
   .strictObject({
     /** smtp://host:port, lmtp://host:port or dir:PATH */
@@ -123,7 +126,8 @@ const tlsSchema = z.strictObject({
 const listenerSchema = z
   .strictObject({
     name: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/i, 'use letters, digits, "-" and "_"'),
-    role: z.enum(['submission', 'filter']),
+    /** submission: mail clients, signs. filter: the MTA on loopback, signs (or not). mx: the Internet, checks, never signs. */
+    role: z.enum(['submission', 'filter', 'mx']),
     listen: hostPort,
     tls: tlsSchema.optional(),
     /** Clients that may send without AUTH (submission) — the MTA on loopback, an internal network. */
@@ -132,8 +136,8 @@ const listenerSchema = z
     sign: z.boolean().optional(),
     /** This listener's own downstream; default: the top-level relay. */
     relay: relaySchema.optional(),
-    /** Wait before the greeting to catch early talkers (mx-style); 0 for submission and filter. */
-    greetingDelay: duration.prefault(0),
+    /** Wait before the greeting to catch early talkers; default 100ms on mx, 0 on submission and filter. */
+    greetingDelay: duration.optional(),
     /** Reverse DNS lookup of each client (only useful for logs on mx). */
     reverseLookup: z.boolean().default(false),
   })
@@ -143,6 +147,10 @@ const listenerSchema = z
     }
     if (listener.role === 'submission' && listener.sign === false) {
       context.addIssue({ code: 'custom', path: ['sign'], message: 'a submission listener always signs; remove "sign: false"' });
+    }
+    if (listener.role === 'mx' && listener.sign) {
+      // PRODUCT.md §2: mx never signs (it would sign whatever the Internet sends: a signing oracle).
+      context.addIssue({ code: 'custom', path: ['sign'], message: 'an mx listener never signs (anyone could have mail signed); remove "sign"' });
     }
   });
 
@@ -163,6 +171,59 @@ export const configSchema = z
         oversign: z.array(z.string().regex(/^[!-9;-~]+$/, 'not a header field name')).default(DEFAULT_OVERSIGNED_FIELDS),
         /** What a signing error does: defer (451 4.7.0, client retries) or reject (554 5.7.0). Never sends unsigned. */
         onError: z.enum(['defer', 'reject']).default('defer'),
+      })
+      .prefault({}),
+    inbound: z
+      .strictObject({
+        /** authserv-id of our Authentication-Results (RFC 8601 §2.5); default: hostname. */
+        authservId: z.string().regex(/^[A-Za-z0-9.-]+$/, 'use a host name').optional(),
+        /**
+         * Domains the mx listener accepts mail for. Until the MTA learns the real client (identity
+         * forwarding), sello itself refuses every other recipient (550 5.7.1): with every connection
+         * coming from 127.0.0.1 the MTA would otherwise relay for anyone.
+         */
+        localDomains: z.array(domainPattern).default([]),
+        /** Recipients exempt from rejection by policy (RFC 5321 §4.5.1 postmaster): local parts or addresses. */
+        exemptRecipients: z.array(z.string().min(1)).default(['postmaster', 'abuse']),
+        spf: z
+          .strictObject({
+            /** Also check the HELO identity (RFC 7208 §2.3); its fail/temperror act like MAIL FROM's. */
+            checkHelo: z.boolean().default(false),
+            /** Overall time for one evaluation (RFC 7208 §4.6.4); temperror after it. */
+            timeBudget: duration.prefault('20s'),
+            /** Optional URL appended to the fail reply, e.g. "https://example.com/why-rejected". */
+            explanationUrl: z.url().optional(),
+            /** What each result does; PRODUCT.md §5 defaults. */
+            policy: z
+              .strictObject({
+                pass: spfAction.default('tag'),
+                fail: spfAction.default('reject'),
+                softfail: spfAction.default('tag'),
+                neutral: spfAction.default('tag'),
+                none: spfAction.default('tag'),
+                temperror: spfAction.default('defer'),
+                permerror: spfAction.default('tag'),
+              })
+              .prefault({}),
+          })
+          .prefault({}),
+        dmarc: z
+          .strictObject({
+            /** Refuse mail failing DMARC under p=reject (550 5.7.1). Off by default: tag only. */
+            enforce: z.boolean().default(false),
+          })
+          .prefault({}),
+      })
+      .prefault({}),
+    dns: z
+      .strictObject({
+        /** Resolvers as "host:port"; default: the nameservers of /etc/resolv.conf. */
+        servers: z.array(hostPort).default([]),
+        /** Per query and server. */
+        timeout: duration.prefault('5s'),
+        cacheEntries: z.number().int().nonnegative().default(10_000),
+        /** Upper bound for honouring a record's TTL. */
+        cacheMaxTtl: duration.prefault('1h'),
       })
       .prefault({}),
     data: z
@@ -189,6 +250,10 @@ export const configSchema = z
       .prefault({}),
   })
   .superRefine((config, context) => {
+    if (config.listeners.some((listener) => listener.role === 'mx') && config.inbound.localDomains.length === 0) {
+      // Without local domains an mx listener would refuse every recipient (no open relay, PRODUCT.md §3).
+      context.addIssue({ code: 'custom', path: ['inbound', 'localDomains'], message: 'an mx listener needs the domains it accepts mail for' });
+    }
     const names = new Set<string>();
     config.listeners.forEach((listener, index) => {
       if (names.has(listener.name)) {

@@ -5,36 +5,60 @@
 import type { Config } from '../config/schema.ts';
 import { Replies, SigningError, SmtpReplyError } from '../errors.ts';
 import type { Signer, SigningResult } from '../signing/signer.ts';
+import type { InboundResults } from './authentication-results.ts';
+import type { InboundChecks, SpfEvaluation } from './inbound.ts';
 import { prepareMessage, splitMessage } from './message.ts';
+import { dmarcDecision } from './policy.ts';
 
-export type ListenerRole = 'submission' | 'filter';
+export type ListenerRole = 'submission' | 'filter' | 'mx';
 
 export interface PreparedMessage {
   /** Concatenated: the exact bytes to relay (CRLF line endings, not dot-stuffed). */
   chunks: Buffer[];
   size: number;
   signing: SigningResult | { signed: false; reason: 'listener-does-not-sign' };
+  /** mx only: what the checks found. */
+  inbound?: InboundResults;
 }
 
 export interface PipelineOptions {
   role: ListenerRole;
-  /** Whether this listener signs (submission always; filter per config). */
+  /** Whether this listener signs (submission always; filter per config; mx never). */
   signs: boolean;
+  /** mx: run the inbound checks (false for trusted clients, PRODUCT.md §5). */
+  check?: { clientIp: string; spf: SpfEvaluation | undefined };
 }
 
 export class MessagePipeline {
   readonly #config: Config;
   readonly #signer: Signer;
+  readonly #inbound: InboundChecks | undefined;
 
-  constructor(config: Config, signer: Signer) {
+  /** `inbound` is needed only where an mx listener exists (sello sign has none). */
+  constructor(config: Config, signer: Signer, inbound?: InboundChecks) {
     this.#config = config;
     this.#signer = signer;
+    this.#inbound = inbound;
   }
 
-  process(data: Buffer, options: PipelineOptions): PreparedMessage {
+  async process(data: Buffer, options: PipelineOptions): Promise<PreparedMessage> {
     const message = prepareMessage(data, this.#config.data.bareLineEndings);
     const split = splitMessage(message);
     if (split.header.length > this.#config.limits.maxHeaderSize) throw new SmtpReplyError(Replies.headerTooLarge);
+
+    if (options.role === 'mx') {
+      // PRODUCT.md §2: mx never signs; it checks and tags.
+      if (!options.check) return { chunks: [message], size: message.length, signing: { signed: false, reason: 'listener-does-not-sign' } };
+      if (!this.#inbound) throw new Error('an mx listener needs the inbound checks');
+      const inbound = await this.#inbound.inspect(split.header, message, options.check.spf, options.check.clientIp);
+      const dmarc = dmarcDecision(inbound.results.dmarc, this.#config.inbound.dmarc);
+      if (dmarc.reply) throw new SmtpReplyError(dmarc.reply);
+      const added = Buffer.from(inbound.headerLines, 'latin1');
+      // Forged Authentication-Results removed → the header changed; otherwise keep the bytes as they are.
+      const rest = inbound.header === split.header ? [message] : [inbound.header, Buffer.from('\r\n'), split.body];
+      const chunks = [added, ...rest];
+      return { chunks, size: chunks.reduce((total, chunk) => total + chunk.length, 0), signing: { signed: false, reason: 'listener-does-not-sign' }, inbound: inbound.results };
+    }
 
     if (!options.signs) {
       return { chunks: [message], size: message.length, signing: { signed: false, reason: 'listener-does-not-sign' } };

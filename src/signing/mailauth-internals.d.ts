@@ -1,6 +1,6 @@
 // Narrow types for the pieces of mailauth's DKIM implementation that the signer composes
 // (mailauth 7.1.0, pinned exactly; the interop tests with dkimpy and Exim catch any drift).
-// Only src/signing/dkim-signature.ts imports these modules.
+// Only src/signing/ and src/checks/ import these modules (STYLE.md: the mailauth boundary).
 
 declare module 'mailauth/lib/tools.js' {
   export interface ParsedHeaderRow {
@@ -12,6 +12,14 @@ declare module 'mailauth/lib/tools.js' {
   }
   export function parseHeaders(buffer: Buffer): { parsed: ParsedHeaderRow[]; original: Buffer };
   export function formatSignatureHeaderLine(type: 'DKIM', values: Record<string, unknown>, folded: boolean): string;
+  /** One RFC 8601 resinfo ("spf=pass (comment) smtp.mailfrom=…"), values quoted as needed. */
+  export function formatAuthHeaderRow(
+    method: string,
+    status: { result: string; comment?: string; smtp?: Record<string, string>; header?: Record<string, string>; policy?: Record<string, string> },
+    options?: { strict?: boolean },
+  ): string;
+  /** RFC 8601 §2.5 authserv-id: a token, else quoted (throws under strict). */
+  export function formatAuthservId(authservId: string, strict?: boolean): string;
 }
 
 declare module 'mailauth/lib/dkim/body/index.js' {

@@ -9,6 +9,8 @@ import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 
 import { isLoopback, type Config, type ListenerConfig } from '../config/schema.ts';
 import { RelayError, Replies, SmtpReplyError, type SmtpReply } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
+import type { InboundChecks, SpfEvaluation } from '../pipeline/inbound.ts';
+import { isExemptRecipient, spfDecision } from '../pipeline/policy.ts';
 import type { MessagePipeline } from '../pipeline/transaction.ts';
 import type { Credentials, MailParameters, RecipientParameters, RelaySession, RelayTarget } from '../relay/types.ts';
 import { PromptSMTPServer } from './prompt-server.ts';
@@ -19,6 +21,8 @@ export interface ListenerDependencies {
   listener: ListenerConfig;
   relay: RelayTarget;
   pipeline: MessagePipeline;
+  /** The mx role's SPF evaluation (at MAIL FROM). */
+  inbound: InboundChecks;
   logger: Logger;
   /** Required unless listener.tls is absent or mode none. */
   tls?: TlsMaterial;
@@ -31,6 +35,8 @@ interface SessionState {
   credentials?: Credentials;
   transactionOpen: boolean;
   transactionStarted: number;
+  /** mx: this transaction's SPF evaluation (once, at MAIL FROM). */
+  spf?: SpfEvaluation;
 }
 
 /** An smtp-server callback error that produces exactly `reply` on the wire. */
@@ -134,7 +140,8 @@ export class Listener {
         },
         onClose: (session) => this.#onClose(session),
       },
-      listener.greetingDelay,
+      // smtp-server's 100 ms early-talker pause stays where it helps: the Internet-facing mx.
+      listener.greetingDelay ?? (listener.role === 'mx' ? 100 : 0),
     );
     this.#server.on('error', (error) => deps.logger.warn({ listener: this.name, err: error }, 'smtp connection error'));
   }
@@ -228,6 +235,11 @@ export class Listener {
       throw new SmtpReplyError(Replies.authRequired);
     }
     if (this.#deps.listener.role === 'filter' && !state.trusted) throw new SmtpReplyError(Replies.relayDenied);
+    state.spf = undefined;
+    if (this.#deps.listener.role === 'mx' && !state.trusted) {
+      // Evaluated once per transaction here; enforced per recipient at RCPT TO (exemptions).
+      state.spf = await this.#deps.inbound.evaluateSpf(session.remoteAddress, address.address, session.hostNameAppearsAs || '');
+    }
     const relay = await this.#openRelay(session, state);
     if (state.transactionOpen) {
       // The client reset (RSET) or restarted its transaction; do the same downstream.
@@ -246,10 +258,25 @@ export class Listener {
       // RFC 5321 §4.5.3.1.10: 452 for too many recipients; the client sends the rest later.
       throw new SmtpReplyError({ code: 452, enhanced: '4.5.3', text: 'Too many recipients' });
     }
+    if (this.#deps.listener.role === 'mx' && !state.trusted) this.#checkInboundRecipient(address.address, state);
     if (!state.relay || state.relay.closed || !state.transactionOpen) throw new RelayError('protocol', 'downstream transaction is gone');
     // In step: the MTA's own reply for this recipient is the client's reply (PRODUCT.md §3).
     const reply = await state.relay.rcptTo(address.address, recipientParameters(address));
     if (reply.code >= 300) throw new SmtpReplyError(reply);
+  }
+
+  /** mx: no open relay, then the SPF policy (postmaster@/abuse@ exempt). Throws the refusal. */
+  #checkInboundRecipient(recipient: string, state: SessionState): void {
+    const domain = recipient.slice(recipient.lastIndexOf('@') + 1).toLowerCase();
+    const local = this.#deps.config.inbound.localDomains.some((pattern) =>
+      pattern.startsWith('*.') ? domain.endsWith(pattern.slice(1)) : domain === pattern,
+    );
+    // Every connection reaches the MTA from 127.0.0.1, so the MTA cannot tell the Internet from
+    // itself: sello refuses to relay (PRODUCT.md §3) until the MTA learns the real client.
+    if (!local) throw new SmtpReplyError(Replies.relayDenied);
+    if (!state.spf || isExemptRecipient(recipient, this.#deps.config.inbound.exemptRecipients)) return;
+    const decision = spfDecision(state.spf.decisive, this.#deps.config.inbound.spf);
+    if (decision.reply) throw new SmtpReplyError(decision.reply);
   }
 
   async #onData(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
@@ -267,10 +294,17 @@ export class Listener {
     try {
       if (stream.sizeExceeded) throw new SmtpReplyError(Replies.messageTooLarge);
       if (!state.relay || state.relay.closed || !state.transactionOpen) throw new RelayError('protocol', 'downstream transaction is gone');
-      const prepared = this.#deps.pipeline.process(Buffer.concat(chunks), {
-        role: this.#deps.listener.role,
-        signs: this.#deps.listener.role === 'submission' || this.#deps.listener.sign !== false,
+      const role = this.#deps.listener.role;
+      const prepared = await this.#deps.pipeline.process(Buffer.concat(chunks), {
+        role,
+        signs: role === 'submission' || (role === 'filter' && this.#deps.listener.sign !== false),
+        ...(role === 'mx' && !state.trusted ? { check: { clientIp: session.remoteAddress, spf: state.spf } } : {}),
       });
+      if (state.spf) record.spf = { result: state.spf.decisive.result, identity: state.spf.decisive.identity, domain: state.spf.decisive.domain };
+      if (prepared.inbound) {
+        record.dkim = prepared.inbound.dkim?.signatures.map(({ domain, selector, result }) => ({ domain, selector, result }));
+        record.dmarc = prepared.inbound.dmarc?.result;
+      }
       record.size = prepared.size;
       record.signing = prepared.signing;
       const reply = await state.relay.data(prepared.chunks);

@@ -1,0 +1,54 @@
+// DKIM verification of an inbound message: a thin typed adapter over mailauth's dkimVerify.
+// Owns: turning mailauth's loose result into DkimVerification. Must not: decide anything, or
+// verify SPF (it is evaluated once, at MAIL FROM, by checks/spf.ts).
+
+import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
+import type { DnsResolve } from '../dns/types.ts';
+
+export interface DkimSignatureResult {
+  domain: string;
+  selector: string;
+  algorithm: string;
+  /** RFC 8601 §2.7.1: pass, fail, neutral, policy, temperror, permerror (none: no signature). */
+  result: string;
+  /** The Authentication-Results resinfo mailauth formatted ("dkim=pass header.i=@d header.s=…"). */
+  info: string;
+}
+
+export interface DkimVerification {
+  signatures: DkimSignatureResult[];
+  /** Author domains from the From field(s), for DMARC. */
+  headerFrom: string[];
+  fromFields: number;
+  /** mailauth's ARC chain data, handed to checks/arc.ts as it is. */
+  arcChain: unknown;
+}
+
+/**
+ * mailauth reports a body hash mismatch as neutral. RFC 6376 §6.1.3 makes it a PERMFAIL ("body
+ * hash did not verify") and RFC 8601 §2.7.1 reports a signature that failed its verification test
+ * as fail, as Exim and OpenDKIM do; DMARC already treats both as not passing.
+ */
+function remapBodyHashMismatch(result: string, comment: string | undefined, info: string): { result: string; info: string } {
+  if (result === 'neutral' && /body hash did not verify/i.test(comment ?? '')) {
+    return { result: 'fail', info: info.replace(/^dkim=neutral\b/, 'dkim=fail') };
+  }
+  return { result, info };
+}
+
+export async function verifyDkim(message: Buffer, resolver: DnsResolve, now?: Date): Promise<DkimVerification> {
+  const result = await dkimVerify(message, { resolver: resolver as never, ...(now ? { curTime: now } : {}) });
+  return {
+    signatures: (result.results ?? [])
+      .filter((entry) => entry.signingDomain)
+      .map((entry) => ({
+        domain: entry.signingDomain ?? '',
+        selector: entry.selector ?? '',
+        algorithm: entry.algo ?? '',
+        ...remapBodyHashMismatch(entry.status?.result ?? 'none', entry.status?.comment ?? undefined, entry.info),
+      })),
+    headerFrom: result.headerFrom ?? [],
+    fromFields: result.fromFields ?? 0,
+    arcChain: (result as unknown as { arc?: unknown }).arc,
+  };
+}

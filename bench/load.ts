@@ -1,0 +1,132 @@
+// The load generator: C persistent SMTP sessions (nodemailer's SMTPConnection, the client under
+// nodemailer's pooled transport, with PIPELINING when offered), each sending message after
+// message over its one connection as an MTA's connection cache does. A message's latency is
+// the time from MAIL FROM being written to the 250 after the final dot (SMTPConnection.send).
+// Owns: connections, the shared message counter, per-message timing. Must not: know whether
+// it talks to sello or to the sink; every setup goes through exactly this code.
+
+import SMTPConnection from 'nodemailer/lib/smtp-connection';
+
+export interface LoadResult {
+  /** Per-message latency in ms, in completion order; failed messages are not included. */
+  latenciesMs: Float64Array;
+  /** Messages attempted (accepted + failed). */
+  sent: number;
+  /** From the first MAIL FROM to the last reply. */
+  wallMs: number;
+  /** This process's CPU time (user + system) during the run, µs. */
+  clientCpuMicros: number;
+  errors: number;
+  /** The first few distinct error texts, for the report. */
+  errorSamples: string[];
+}
+
+export interface Envelope {
+  from: string;
+  to: string[];
+}
+
+function connectOne(port: number): Promise<SMTPConnection> {
+  const connection = new SMTPConnection({
+    host: '127.0.0.1',
+    port,
+    ignoreTLS: true,
+    name: 'load.bench.test',
+    connectionTimeout: 10_000,
+    greetingTimeout: 10_000,
+    socketTimeout: 60_000,
+    logger: false,
+  });
+  return new Promise((resolve, reject) => {
+    connection.once('error', reject);
+    connection.connect(() => {
+      connection.off('error', reject);
+      resolve(connection);
+    });
+  });
+}
+
+function sendOne(connection: SMTPConnection, envelope: Envelope, message: Buffer): Promise<void> {
+  // A fresh envelope object each time: SMTPConnection keeps its transaction state (recipient
+  // queue, accepted, rejected) on the object it is given, so sharing one corrupts sessions.
+  const own = { from: envelope.from, to: [...envelope.to] };
+  return new Promise((resolve, reject) => connection.send(own, message, (error) => (error ? reject(error) : resolve())));
+}
+
+function resetOne(connection: SMTPConnection): Promise<void> {
+  return new Promise((resolve, reject) => connection.reset((error) => (error ? reject(error) : resolve())));
+}
+
+export class LoadGenerator {
+  readonly #connections: SMTPConnection[];
+  /** Set when a connection broke; that session sends nothing more. */
+  readonly #broken = new Set<SMTPConnection>();
+
+  private constructor(connections: SMTPConnection[]) {
+    this.#connections = connections;
+    for (const connection of connections) {
+      connection.on('error', () => this.#broken.add(connection));
+      connection.on('end', () => this.#broken.add(connection));
+    }
+  }
+
+  /** Opens `concurrency` sessions (connect, greeting, EHLO) before anything is timed. */
+  static async open(port: number, concurrency: number): Promise<LoadGenerator> {
+    const settled = await Promise.allSettled(Array.from({ length: concurrency }, () => connectOne(port)));
+    const connections = settled.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+    const failure = settled.find((result) => result.status === 'rejected');
+    if (failure) {
+      for (const connection of connections) connection.close();
+      throw new Error(`could not open ${concurrency} SMTP sessions to port ${port}: ${String((failure as PromiseRejectedResult).reason)}`);
+    }
+    return new LoadGenerator(connections);
+  }
+
+  /**
+   * Sends `count` messages, and more if they took under `minimumMs`, all sessions drawing from
+   * one counter; resolves when every message sent has been answered.
+   */
+  async run(count: number, envelope: Envelope, message: Buffer, options: { minimumMs?: number; deadlineMs: number }): Promise<LoadResult> {
+    const latencies: number[] = [];
+    let sent = 0;
+    let errors = 0;
+    const errorSamples = new Set<string>();
+    const started = performance.now();
+    const minimumEnd = started + (options.minimumMs ?? 0);
+    const deadline = started + options.deadlineMs;
+    const cpuBefore = process.cpuUsage();
+
+    const session = async (connection: SMTPConnection) => {
+      while (!this.#broken.has(connection)) {
+        const now = performance.now();
+        if (sent >= count && now >= minimumEnd) break;
+        if (now > deadline) throw new Error(`run did not finish within ${options.deadlineMs} ms`);
+        sent++;
+        try {
+          await sendOne(connection, envelope, message);
+          latencies.push(performance.now() - now);
+        } catch (error) {
+          errors++;
+          if (errorSamples.size < 3) errorSamples.add(error instanceof Error ? error.message : String(error));
+          if (!this.#broken.has(connection)) await resetOne(connection).catch(() => this.#broken.add(connection));
+        }
+      }
+    };
+    await Promise.all(this.#connections.map(session));
+    const wallMs = performance.now() - started;
+    const cpu = process.cpuUsage(cpuBefore);
+    if (sent < count) {
+      errors += count - sent;
+      errorSamples.add(`${count - sent} messages not sent: every session broke`);
+    }
+    return { latenciesMs: Float64Array.from(latencies), sent, wallMs, clientCpuMicros: cpu.user + cpu.system, errors, errorSamples: [...errorSamples] };
+  }
+
+  /** QUIT on every session. */
+  close(): void {
+    for (const connection of this.#connections) {
+      if (this.#broken.has(connection)) connection.close();
+      else connection.quit();
+    }
+  }
+}

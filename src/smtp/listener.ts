@@ -182,10 +182,14 @@ export class Listener {
     callback();
   }
 
-  /** Trusted: a configured network; on a filter listener, the loopback MTA it serves. */
+  /**
+   * Trusted: a configured network; on a filter listener without one, the MTA it serves, which
+   * connects from 127.0.0.1 or ::1 (not the rest of 127.0.0.0/8: a process that binds another
+   * loopback address to reach the filter is not the MTA, and must not get mail signed).
+   */
   #isTrusted(address: string): boolean {
     if (isInNetworks(this.#trustedNetworks, address)) return true;
-    return this.#deps.listener.role === 'filter' && this.#deps.listener.trustedNetworks.length === 0 && isLoopback(address);
+    return this.#deps.listener.role === 'filter' && this.#deps.listener.trustedNetworks.length === 0 && ['127.0.0.1', '::1', '::ffff:127.0.0.1'].includes(address);
   }
 
   /**

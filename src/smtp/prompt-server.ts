@@ -1,12 +1,18 @@
-// An SMTPServer whose greeting waits only as long as the listener asks (greetingDelay).
-// Owns: the one override of smtp-server internals (3.21.6, pinned): SMTPServer.connect() calls
-// SMTPConnection.init(), which always waits a hard-coded 100 ms before the greeting to catch
-// early talkers. That pause is right for the Internet (mx) but pure latency for a submission or
-// filter listener fed by MUAs and the local MTA, and it caps throughput. This subclass does what
-// connect() and init() do, with the configured delay (0 = greet at once).
+// An SMTPServer (3.21.6, pinned) with the two connection-level fixes sello needs; the only
+// place that reaches into smtp-server internals (tests pin both behaviours).
+// 1. Greeting delay: SMTPServer.connect() calls SMTPConnection.init(), which always waits a
+//    hard-coded 100 ms before the greeting to catch early talkers. Right for the Internet (mx),
+//    pure latency for submission and filter listeners; here the delay is the listener's own.
+// 2. Half-closed clients: Exim pipelines QUIT after the final dot and shuts down its sending side
+//    (TCP FIN), then waits for the reply to the dot. smtp-server lets Node end the socket on the
+//    client's FIN and writes replies only while readyState is 'open', so the 250 for the message
+//    was never sent and Exim deferred the message (seen in test/interop/exim-content-filter).
+//    Here sockets stay half-open (allowHalfOpen), a write-only socket still counts as open for
+//    replies, and once every pipelined command has been answered sello closes its side.
 // Must not: change anything else about the connection.
 
-import type net from 'node:net';
+import net from 'node:net';
+import { TLSSocket } from 'node:tls';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 
@@ -16,6 +22,8 @@ interface ConnectionInternals {
   _setListeners(callback: () => void): void;
   connectionReady(): void;
   send(code: number, text: string, context?: unknown): void;
+  close(): void;
+  _parser?: { once(event: 'finish', listener: () => void): void } | false;
   name: string;
   on(event: string, listener: (value: unknown) => void): void;
 }
@@ -25,18 +33,37 @@ interface ServerInternals {
   _onClientConnect(data: unknown): void;
 }
 
+const socketReadyState = Object.getOwnPropertyDescriptor(net.Socket.prototype, 'readyState')?.get;
+
+/** smtp-server writes a reply only while readyState is 'open'; a client that half-closed is still listening. */
+function answerHalfClosedClients(socket: net.Socket): void {
+  if (!socketReadyState) return;
+  Object.defineProperty(socket, 'readyState', {
+    configurable: true,
+    get(this: net.Socket) {
+      const state = socketReadyState.call(this) as string;
+      return state === 'writeOnly' ? 'open' : state;
+    },
+  });
+}
+
 export class PromptSMTPServer extends SMTPServer {
   readonly greetingDelayMs: number;
 
   constructor(options: SMTPServerOptions, greetingDelayMs: number) {
-    super(options);
+    // smtp-server hands its options to net.createServer / tls.createServer.
+    super({ ...options, allowHalfOpen: true } as SMTPServerOptions);
     this.greetingDelayMs = greetingDelayMs;
   }
 
   override connect(socket: net.Socket, socketOptions: unknown): void {
     const server = this as unknown as ServerInternals;
     const Connection = SMTPConnection as unknown as new (server: unknown, socket: net.Socket, options: unknown) => ConnectionInternals;
+    if (!(socket instanceof TLSSocket)) answerHalfClosedClients(socket);
     const connection = new Connection(this, socket, socketOptions);
+    // The parser finishes once the client's input has ended and every command in it (QUIT
+    // included) has been answered: nothing more can come, so close our side too.
+    connection._parser?.once('finish', () => setImmediate(() => connection.close()));
     server.connections.add(connection);
     connection.on('error', (error) => server._onError(error));
     connection.on('connect', (data) => server._onClientConnect(data));

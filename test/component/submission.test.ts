@@ -3,6 +3,7 @@
 // bytes are asserted where clients and admins parse them.
 
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { test } from 'node:test';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { sendMail, SmtpDialog } from '../helpers/smtp-dialog.ts';
@@ -219,4 +220,20 @@ test('the filter listener signs for the loopback MTA and greets at once (no 100 
   const sent = await submit(sello.port('filter'), message());
   assert.equal(sent.data, '250 2.0.0 OK: queued as SINK1');
   assert.deepEqual((await verify(sello, sink.messages[0]!.data)).map((r) => r.result), ['pass', 'pass']);
+});
+
+test('a client that pipelines QUIT after the final dot and half-closes (as Exim does) still gets the 250 and the 221', async (t) => {
+  const { sink, sello } = await setup(t, { sink: { dataDelayMs: 150 } });
+  const socket = net.connect({ port: sello.port('filter'), host: '127.0.0.1', allowHalfOpen: true });
+  let received = '';
+  socket.setEncoding('latin1');
+  socket.on('data', (chunk: string) => (received += chunk));
+  const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+  socket.write('EHLO exim.test\r\nMAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n');
+  while (!received.includes('354 ')) await new Promise((resolve) => setTimeout(resolve, 5));
+  socket.end(`${message()}.\r\nQUIT\r\n`);
+  await closed;
+  assert.match(received, /\r\n250 2\.0\.0 OK: queued as SINK1\r\n221 /);
+  assert.equal(sink.messages.length, 1);
 });

@@ -36,6 +36,19 @@ export type EximOptions = {
   port?: number;
   /** Extra main-section config lines (e.g. 'hosts_proxy = 127.0.0.1', 'chunking_advertise_hosts ='). */
   mainConfig?: string[];
+  /** More ports Exim listens on (on 127.0.0.1), e.g. a re-injection port. */
+  extraPorts?: number[];
+  /** Router lines placed before the harness's own routers (e.g. '.include …/router.conf'). */
+  routers?: string[];
+  /** Transport lines added to the transports section. */
+  transports?: string[];
+  /** AUTH PLAIN/LOGIN users (offered without TLS); an authenticated client may relay anywhere. */
+  users?: Record<string, string>;
+  /** Hosts that may relay to any domain without AUTH (e.g. ['127.0.0.1']). */
+  relayFromHosts?: string[];
+  /** Accept mail for non-local domains that an ACL let through and keep it in the maildir, as if
+   *  delivered to the Internet (there is none here). Default false. */
+  captureRemote?: boolean;
   /** Register close() with node:test's after hook. */
   cleanupWith?: CleanupHooks;
   /** Milliseconds to wait for the SMTP banner; default 10000. */
@@ -208,6 +221,12 @@ type ConfigInput = {
   localDomains: string[];
   refuseData: string | undefined;
   mainConfig: string[];
+  extraPorts: number[];
+  routers: string[];
+  transports: string[];
+  authenticate: boolean;
+  relayFromHosts: string[];
+  captureRemote: boolean;
 };
 
 function eximConfig(input: ConfigInput): string {
@@ -228,7 +247,7 @@ log_file_path = ${dir}/log/%slog
 pid_file_path = ${dir}/exim.pid
 log_selector = +dkim_verbose +received_recipients +smtp_confirmation +incoming_port +smtp_protocol_error +smtp_syntax_error
 
-daemon_smtp_ports = ${port}
+daemon_smtp_ports = ${[port, ...input.extraPorts].join(' : ')}
 local_interfaces = <; 127.0.0.1
 disable_ipv6 = true
 tls_advertise_hosts =
@@ -260,7 +279,7 @@ ${input.mainConfig.join('\n')}
 begin acl
 
 acl_check_rcpt:
-  deny    domains = !+local_domains
+${input.authenticate ? '  accept  authenticated = *\n' : ''}${input.relayFromHosts.length ? `  accept  hosts = <; ${input.relayFromHosts.join(' ; ')}\n` : ''}  deny    domains = !+local_domains
           message = 550 5.7.1 relay not permitted
   warn    set acl_m_refusal = \${lookup{$local_part@$domain}lsearch{${dir}/refuse}{$value}{\${lookup{$local_part}lsearch{${dir}/refuse}}}}
   defer   condition = \${if match{$acl_m_refusal}{\\N^4\\N}}
@@ -281,6 +300,8 @@ ${dataVerb ? `  ${dataVerb}  message = ${eximLiteral(input.refuseData ?? '')}\n`
 
 begin routers
 
+${input.routers.join('\n')}
+${input.captureRemote ? 'fake_internet:\n  driver = accept\n  domains = ! +local_domains\n  transport = capture\n' : ''}
 capture:
   driver = accept
   domains = +local_domains
@@ -301,6 +322,23 @@ capture:
   message_prefix = ${ENVELOPE_PREFIX}id=${b64('$message_exim_id')} from=${b64('$sender_address')} to=${b64('$local_part@$domain')} ip=${b64('$sender_host_address')} helo=${b64('$sender_helo_name')}\\r\\n
   message_suffix =
 
+${input.transports.join('\n')}
+${input.authenticate ? `begin authenticators
+
+plain:
+  driver = plaintext
+  public_name = PLAIN
+  server_prompts = :
+  server_condition = \${if and{{!eq{$auth2}{}}{eq{$auth3}{\${lookup{$auth2}lsearch{${dir}/users}}}}}}
+  server_set_id = $auth2
+
+login:
+  driver = plaintext
+  public_name = LOGIN
+  server_prompts = Username:: : Password::
+  server_condition = \${if and{{!eq{$auth1}{}}{eq{$auth2}{\${lookup{$auth1}lsearch{${dir}/users}}}}}}
+  server_set_id = $auth1
+` : ''}
 begin retry
 *   *   F,10m,5s
 `;
@@ -412,6 +450,7 @@ export async function startExim(options: EximOptions = {}): Promise<Exim> {
     await mkdir(path.join(dir, 'log'));
     await mkdir(path.join(dir, 'mail'));
     await writeFile(path.join(dir, 'refuse'), refuseFile(options.refuse ?? {}));
+    await writeFile(path.join(dir, 'users'), Object.entries(options.users ?? {}).map(([user, password]) => `${user}: ${password}\n`).join(''));
     await writeFile(resolvConf, `nameserver ${dns.host}\noptions timeout:1 attempts:1\n`);
     await writeFile(
       configPath,
@@ -423,6 +462,12 @@ export async function startExim(options: EximOptions = {}): Promise<Exim> {
         localDomains: options.localDomains ?? ['example.net'],
         refuseData: options.refuseData,
         mainConfig: options.mainConfig ?? [],
+        extraPorts: options.extraPorts ?? [],
+        routers: options.routers ?? [],
+        transports: options.transports ?? [],
+        authenticate: Object.keys(options.users ?? {}).length > 0,
+        relayFromHosts: options.relayFromHosts ?? [],
+        captureRemote: options.captureRemote ?? false,
       }),
     );
     // Exim runs as its own user throughout; it owns everything in the dir except its config.

@@ -1,4 +1,4 @@
-// Small test plumbing: detecting external tools (Exim, dkimpy, swaks, root), free ports, temp dirs.
+// Small test plumbing: detecting external tools (Exim, Postfix, dkimpy, swaks, root), free ports, temp dirs.
 // Owns: the rule "a missing tool skips loudly on a workstation and fails in CI" (STYLE.md, Tests).
 // Must not: install anything, or silently skip — every skip prints a banner on stderr.
 
@@ -98,6 +98,51 @@ export function checkExim(): ToolCheck {
     }
     if (process.getuid?.() !== 0) return { name: 'exim4', missing: 'the Exim harness needs root (unshare -m, port 53 on loopback)', install };
     return { name: 'exim4', missing: undefined, install };
+  });
+}
+
+/**
+ * Where test/interop/setup-postfix.sh unpacked Debian's postfix package (it is never installed:
+ * it conflicts with exim4). SELLO_POSTFIX_ROOT overrides, for both the script and the harness.
+ */
+export function postfixRoot(): string {
+  return process.env['SELLO_POSTFIX_ROOT'] || '/opt/sello-test/postfix';
+}
+
+/** The programs and libraries of the unpacked tree; its binaries need LD_LIBRARY_PATH=shlibDirectory. */
+export function postfixPaths(root = postfixRoot()): { root: string; daemonDirectory: string; commandDirectory: string; shlibDirectory: string; master: string; postconf: string; dynamicMaps: string } {
+  return {
+    root,
+    daemonDirectory: path.join(root, 'usr/lib/postfix/sbin'),
+    commandDirectory: path.join(root, 'usr/sbin'),
+    shlibDirectory: path.join(root, 'usr/lib/postfix'),
+    master: path.join(root, 'usr/lib/postfix/sbin/master'),
+    postconf: path.join(root, 'usr/sbin/postconf'),
+    dynamicMaps: path.join(root, 'usr/share/postfix/dynamicmaps.cf'),
+  };
+}
+
+/** Postfix ≥ 3.4 (maillog_file) unpacked by setup-postfix.sh, its accounts, unshare/mount, root. */
+export function checkPostfix(): ToolCheck {
+  return memo('postfix', () => {
+    const install = 'test/interop/setup-postfix.sh (Debian postfix unpacked into /opt/sello-test/postfix, user postfix, group postdrop), util-linux; run as root';
+    const paths = postfixPaths();
+    if (!existsSync(paths.master)) return { name: 'postfix', missing: `no ${paths.master}`, install };
+    const probe = spawnSync(paths.postconf, ['-c', path.join(paths.root, 'usr/share/postfix'), '-d', '-h', 'mail_version'], {
+      encoding: 'utf8',
+      timeout: 10_000,
+      env: { ...process.env, LD_LIBRARY_PATH: paths.shlibDirectory },
+    });
+    const version = /^(\d+)\.(\d+)/.exec(probe.stdout ?? '');
+    if (probe.status !== 0 || !version) return { name: 'postfix', missing: `${paths.postconf} -d does not run: ${(probe.stderr ?? '').trim().split('\n').pop()}`, install };
+    if (Number(version[1]) * 100 + Number(version[2]) < 304) return { name: 'postfix', missing: `Postfix ${probe.stdout.trim()} is older than 3.4 (no maillog_file)`, install };
+    if (spawnSync('getent', ['passwd', 'postfix']).status !== 0) return { name: 'postfix', missing: 'no postfix user', install };
+    if (spawnSync('getent', ['group', 'postdrop']).status !== 0) return { name: 'postfix', missing: 'no postdrop group', install };
+    for (const tool of ['unshare', 'mount']) {
+      if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) return { name: 'postfix', missing: `no ${tool} on PATH`, install };
+    }
+    if (process.getuid?.() !== 0) return { name: 'postfix', missing: 'the Postfix harness needs root (master, unshare -m, port 53 on loopback)', install };
+    return { name: 'postfix', missing: undefined, install };
   });
 }
 

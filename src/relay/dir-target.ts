@@ -165,6 +165,8 @@ export type WriteErrorObserver = (error: unknown) => void;
 export class DirTarget implements RelayTarget {
   readonly description: string;
   readonly supportsAuth = false;
+  /** No MTA learns anything: the files record no client. */
+  readonly forward = 'none';
   readonly directory: string;
   private readonly onWriteError: WriteErrorObserver | undefined;
 

@@ -12,6 +12,7 @@ export { DirTarget } from './dir-target.ts';
 export { SmtpTarget, parseSmtpUrl } from './smtp-target.ts';
 export { SmtpClient } from './smtp-client.ts';
 export { extractQueueId, foldLmtpReplies } from './smtp-reply.ts';
+export { forwardModes, mtaSeesRealClient } from './forwarding.ts';
 
 export interface RelayObservers {
   /** dir: only — why a message file could not be written (the client got 451 4.3.0). */
@@ -33,6 +34,9 @@ export function createRelayTarget(
     case 'lmtp':
       return new SmtpTarget(config, configPath);
     case 'dir':
+      if (config.forward && config.forward !== 'none') {
+        throw new ConfigError(configPath.replace(/target$/, 'forward'), `"${config.forward}" needs an smtp:// or lmtp:// target: a dir: target has no MTA to tell`);
+      }
       return new DirTarget(config, configPath, observers.onWriteError);
     default:
       throw new ConfigError(

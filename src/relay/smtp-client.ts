@@ -34,6 +34,11 @@ export interface SmtpClientOptions {
    */
   readonly tlsRejectUnauthorized: boolean;
   readonly timeouts: { readonly connectMs: number; readonly commandMs: number; readonly dataMs: number };
+  /**
+   * Bytes written as soon as the connection is up, before the greeting is read: a PROXY
+   * protocol header (forwarding.ts). The server sends its greeting only after reading it.
+   */
+  readonly proxyHeader?: Buffer;
 }
 
 
@@ -66,6 +71,7 @@ export class SmtpClient implements RelaySession {
   private readonly failureListeners = new Set<(error: RelayError) => void>();
   private commandInProgress = false;
   private acceptedRecipients: string[] = [];
+  private xforwardLines: readonly string[] = [];
 
   private readonly onSocketData = (chunk: Buffer) => this.consume(chunk);
   private readonly onSocketError = (error: Error) =>
@@ -81,6 +87,8 @@ export class SmtpClient implements RelaySession {
   static async connect(options: SmtpClientOptions): Promise<SmtpClient> {
     const client = new SmtpClient(options);
     await client.connectSocket();
+    // A failed write has already failed (and closed) the session.
+    if (options.proxyHeader) await client.write(options.proxyHeader, 'PROXY header');
     await client.readGreeting();
     return client;
   }
@@ -110,6 +118,34 @@ export class SmtpClient implements RelaySession {
 
   get closed(): boolean {
     return this.failure !== undefined;
+  }
+
+  // ── Client identity (forwarding.ts builds the lines; smtp-target.ts decides) ──────────────
+
+  /**
+   * XCLIENT (Postfix XCLIENT_README): each line must be answered 220 with a new greeting, after
+   * which the server is back at the start of the session: EHLO/LHLO again, and its reply's
+   * capabilities replace the old ones (AUTH passthrough happens after this, on the new session).
+   * Anything but 220 (550: sello not in smtpd_authorized_xclient_hosts) is a 'protocol' error.
+   */
+  xclient(lines: readonly string[]): Promise<void> {
+    return this.exclusive(async () => {
+      for (const line of lines) {
+        const answer = await this.command(line, 'XCLIENT');
+        if (answer.code !== 220) {
+          throw this.failWith('protocol', `${this.address} refused XCLIENT: ${formatReply(toSmtpReply(answer))}`);
+        }
+        await this.hello();
+      }
+    });
+  }
+
+  /**
+   * XFORWARD lines sent before every MAIL FROM, each to be answered 250: the server resets the
+   * attributes at the end of each transaction, RSET included (XFORWARD_README, "Server operation").
+   */
+  setXforward(lines: readonly string[]): void {
+    this.xforwardLines = [...lines];
   }
 
   // ── RelaySession ──────────────────────────────────────────────────────────────────────────
@@ -185,6 +221,12 @@ export class SmtpClient implements RelaySession {
         if (parameters.envid) {
           if (!isXtext(parameters.envid)) return Replies.badParameter;
           extensions.push(`ENVID=${parameters.envid}`);
+        }
+      }
+      for (const line of this.xforwardLines) {
+        const forwarded = await this.command(line, 'XFORWARD');
+        if (forwarded.code !== 250) {
+          throw this.failWith('protocol', `${this.address} refused XFORWARD: ${formatReply(toSmtpReply(forwarded))}`);
         }
       }
       const answer = await this.command(`MAIL FROM:<${address}>${joinParameters(extensions)}`, 'MAIL FROM');

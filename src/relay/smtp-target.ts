@@ -3,9 +3,10 @@
 // Must not: speak SMTP itself (smtp-client.ts does) or retry/queue anything.
 
 import net from 'node:net';
-import { ConfigError } from '../errors.ts';
+import { ConfigError, RelayError } from '../errors.ts';
+import { advertisedAttributes, proxyHeader, proxyLocalHeader, xclientCommands, xforwardCommands } from './forwarding.ts';
 import { SmtpClient, type SmtpClientOptions } from './smtp-client.ts';
-import type { ClientIdentity, RelaySession, RelayTarget, SmtpRelayConfig } from './types.ts';
+import type { ClientIdentity, ForwardMode, RelaySession, RelayTarget, SmtpRelayConfig } from './types.ts';
 
 export interface SmtpEndpoint {
   readonly protocol: 'smtp' | 'lmtp';
@@ -45,6 +46,7 @@ export class SmtpTarget implements RelayTarget {
   readonly description: string;
   /** LMTP (RFC 2033) servers such as Dovecot's take no AUTH; SMTP MTAs do. */
   readonly supportsAuth: boolean;
+  readonly forward: ForwardMode;
   readonly endpoint: SmtpEndpoint;
   private readonly clientOptions: SmtpClientOptions;
 
@@ -53,6 +55,7 @@ export class SmtpTarget implements RelayTarget {
     const { protocol, host, port } = this.endpoint;
     this.description = `${protocol}://${net.isIPv6(host) ? `[${host}]` : host}:${port}`;
     this.supportsAuth = protocol === 'smtp';
+    this.forward = config.forward ?? 'none';
     this.clientOptions = Object.freeze({
       host,
       port,
@@ -64,18 +67,51 @@ export class SmtpTarget implements RelayTarget {
     });
   }
 
+  /**
+   * The one place where the real client is made known to the MTA (PRODUCT.md §3): a PROXY
+   * header before the greeting; XCLIENT after EHLO (and STARTTLS), then EHLO again, before any
+   * AUTH; or XFORWARD before every MAIL FROM. An MTA that does not offer the configured command
+   * (with ADDR) gets no mail: RelayError('protocol') → the client hears 451 4.4.0 and retries,
+   * and the log names the missing setting. Relaying without the client would hide it from the
+   * MTA's logs and, with XCLIENT, from its relay rules.
+   */
   async open(client: ClientIdentity): Promise<RelaySession> {
-    const session = await SmtpClient.open(this.clientOptions);
-    // The one place where the real client is made known to the MTA (PRODUCT.md §3, issue 4):
-    // XCLIENT / XFORWARD (Postfix) are sent here, after EHLO (XCLIENT then needs EHLO again);
-    // a PROXY v1/v2 header must precede the greeting and will travel as an SmtpClientOptions
-    // field built from `client` above. Until then the MTA sees every session from sello.
-    void client;
-    return session;
+    let header: Buffer | undefined;
+    try {
+      header = proxyHeader(this.forward, client);
+    } catch (error) {
+      throw new RelayError('protocol', `${this.description}: cannot write a PROXY header: ${(error as Error).message}`);
+    }
+    const session = await SmtpClient.open(header ? { ...this.clientOptions, proxyHeader: header } : this.clientOptions);
+    try {
+      if (this.forward === 'xclient') {
+        await session.xclient(xclientCommands(client, this.requireAttributes(session, 'XCLIENT', 'smtpd_authorized_xclient_hosts')));
+      } else if (this.forward === 'xforward') {
+        session.setXforward(xforwardCommands(client, this.requireAttributes(session, 'XFORWARD', 'smtpd_authorized_xforward_hosts')));
+      }
+      return session;
+    } catch (error) {
+      await session.close();
+      throw error;
+    }
   }
 
+  /** The attributes `keyword` was advertised with, which must include ADDR. */
+  private requireAttributes(session: SmtpClient, keyword: 'XCLIENT' | 'XFORWARD', postfixSetting: string): ReadonlySet<string> {
+    const attributes = advertisedAttributes(session.capabilities.keywords.get(keyword));
+    if (!attributes?.has('ADDR')) {
+      throw new RelayError(
+        'protocol',
+        `${this.description} does not offer ${keyword}${attributes ? ' ADDR' : ''}, which relay.forward: ${this.forward} needs (Postfix: is sello's address in ${postfixSetting}?)`,
+      );
+    }
+    return attributes;
+  }
+
+  /** Connect, greeting, QUIT; with PROXY forwarding the header of a connection that proxies no client. */
   async probe(): Promise<void> {
-    const session = await SmtpClient.connect(this.clientOptions);
+    const header = this.forward === 'proxy-v1' || this.forward === 'proxy-v2' ? proxyLocalHeader(this.forward) : undefined;
+    const session = await SmtpClient.connect(header ? { ...this.clientOptions, proxyHeader: header } : this.clientOptions);
     await session.close();
   }
 }

@@ -23,14 +23,36 @@ export interface RecipientParameters {
   orcpt?: string;
 }
 
-/** Who the real client is; forwarded to the MTA where the relay is configured to (issue 4). */
+/**
+ * How the relay makes the real client known to the MTA (config `relay.forward`, PRODUCT.md §3):
+ * not at all, XCLIENT or XFORWARD after EHLO (Postfix), or a PROXY protocol header before the
+ * greeting (Exim `hosts_proxy`, Postfix `smtpd_upstream_proxy_protocol = haproxy`; v2 from
+ * Postfix 3.5). See forwarding.ts.
+ */
+export type ForwardMode = 'none' | 'xclient' | 'xforward' | 'proxy-v1' | 'proxy-v2';
+
+/**
+ * Who the real client is: the socket peer, or the client a trusted peer of a filter listener
+ * forwarded with XFORWARD/XCLIENT. Passed on to the MTA as `relay.forward` says.
+ */
 export interface ClientIdentity {
+  /** IPv4 or IPv6 address (an IPv4-mapped IPv6 address counts as IPv4). */
   address: string;
+  /** 0 when unknown (a forwarded client without PORT). */
   port: number;
+  /** The HELO/EHLO name; '' when unknown. */
   helo: string;
-  /** PTR name when it was looked up, else undefined */
+  /** PTR name when it was looked up or forwarded, else undefined */
   hostname?: string;
   protocol: 'SMTP' | 'ESMTP';
+  /** The address and port the client connected to on sello (PROXY "destination", XCLIENT DESTADDR/DESTPORT). */
+  localAddress: string;
+  localPort: number;
+  /** A login a trusted peer vouched for with XCLIENT LOGIN= (never a password). */
+  login?: string;
+  /** From a trusted peer's XFORWARD: the upstream queue id (IDENT) and LOCAL/REMOTE (SOURCE). */
+  ident?: string;
+  source?: 'LOCAL' | 'REMOTE';
 }
 
 /** How to reach the downstream MTA (config `relay`); the URL scheme picks the target. */
@@ -42,6 +64,8 @@ export interface SmtpRelayConfig {
   tlsRejectUnauthorized: boolean;
   /** Name sello gives in EHLO/LHLO. */
   helo: string;
+  /** How the real client is made known to the MTA; default none. smtp:// and lmtp:// only. */
+  forward?: ForwardMode;
   timeouts: {
     connectMs: number;
     /** Every reply except the one to the final dot. */
@@ -104,7 +128,15 @@ export interface RelayTarget {
   readonly description: string;
   /** Whether authenticate() can work (false for dir:). */
   readonly supportsAuth: boolean;
-  /** Opens (connects, greets, EHLO/LHLO, STARTTLS if configured) a downstream session. */
+  /** How open() makes the client known to the MTA ('none' for dir:). */
+  readonly forward: ForwardMode;
+  /**
+   * Opens (connects, greets, EHLO/LHLO, STARTTLS if configured) a downstream session for
+   * `client`, made known to the MTA per `forward`. A session serves that one client: when the
+   * client changes (a filter peer forwarding another one), the caller opens a new session.
+   * Rejects with RelayError('protocol') when the MTA does not offer the configured forwarding:
+   * mail is deferred rather than passed on without its client.
+   */
   open(client: ClientIdentity): Promise<RelaySession>;
   /** Cheap reachability probe for /readyz: connect, greet, QUIT. */
   probe(): Promise<void>;

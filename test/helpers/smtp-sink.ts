@@ -10,6 +10,8 @@ export interface SinkMessage {
   rcptTo: string[];
   data: Buffer;
   user?: string;
+  /** Who the sink believed the client was: the socket, or what XFORWARD/XCLIENT said. */
+  client: { session: string; remoteAddress: string; remotePort: number; xForward: Record<string, string | number | false>; xClient: Record<string, string | number | false> };
 }
 
 export interface SinkOptions {
@@ -20,6 +22,9 @@ export interface SinkOptions {
   dataReply?: string;
   /** Delay before answering the final dot. */
   dataDelayMs?: number;
+  /** Accept XFORWARD / XCLIENT from anyone (smtp-server's useXForward / useXClient). */
+  useXForward?: boolean;
+  useXClient?: boolean;
 }
 
 export interface Sink {
@@ -50,6 +55,8 @@ export async function startSink(options: SinkOptions = {}): Promise<Sink> {
     allowInsecureAuth: true,
     authMethods: ['PLAIN', 'LOGIN'],
     disabledCommands: options.auth ? [] : ['AUTH'],
+    useXForward: options.useXForward ?? false,
+    useXClient: options.useXClient ?? false,
     onAuth(auth, _session, callback) {
       if (auth.username === options.auth?.username && auth.password === options.auth?.password) return callback(null, { user: auth.username });
       callback(replyError('535 5.7.8 Authentication credentials invalid'));
@@ -70,6 +77,13 @@ export async function startSink(options: SinkOptions = {}): Promise<Sink> {
             rcptTo: session.envelope.rcptTo.map((rcpt) => rcpt.address),
             data: Buffer.concat(chunks),
             ...(session.user ? { user: String(session.user) } : {}),
+            client: {
+              session: session.id,
+              remoteAddress: session.remoteAddress,
+              remotePort: session.remotePort,
+              xForward: Object.fromEntries(session.xForward),
+              xClient: Object.fromEntries(session.xClient),
+            },
           });
           callback(null, `2.0.0 Ok: queued as SINK${messages.length}`);
         };

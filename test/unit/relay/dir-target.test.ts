@@ -8,7 +8,7 @@ import { SmtpReplyError } from '../../../src/errors.ts';
 import { DirTarget, envelopeHeader } from '../../../src/relay/dir-target.ts';
 import type { ClientIdentity } from '../../../src/relay/types.ts';
 
-const client: ClientIdentity = { address: '127.0.0.1', port: 40000, helo: 'client.test', protocol: 'ESMTP' };
+const client: ClientIdentity = { address: '127.0.0.1', port: 40000, helo: 'client.test', protocol: 'ESMTP', localAddress: '127.0.0.1', localPort: 2525 };
 
 async function withTemporaryDirectory(run: (directory: string) => Promise<void>): Promise<void> {
   const directory = await mkdtemp(path.join(tmpdir(), 'sello-dir-target-'));

@@ -45,6 +45,15 @@ export class ScriptedPeer {
     return line;
   }
 
+  /** The next `count` raw bytes (e.g. a binary PROXY v2 header); undefined when the client went away first. */
+  async readBytes(count: number): Promise<Buffer | undefined> {
+    const end = await this.waitFor((data) => (data.length - this.cursor >= count ? this.cursor + count : -1));
+    if (end === -1) return undefined;
+    const bytes = this.received.subarray(this.cursor, end);
+    this.cursor = end;
+    return bytes;
+  }
+
   /** The raw bytes after DATA's 354 up to and including the end-of-data "\r\n.\r\n" (or ".\r\n"). */
   async readData(): Promise<Buffer | undefined> {
     const end = await this.waitFor((data) => {

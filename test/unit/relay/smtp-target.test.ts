@@ -7,7 +7,7 @@ import { SmtpTarget, parseSmtpUrl } from '../../../src/relay/smtp-target.ts';
 import type { ClientIdentity, SmtpRelayConfig } from '../../../src/relay/types.ts';
 import { greetAndHello, startFakeMta, unusedPort } from './fake-mta.ts';
 
-const client: ClientIdentity = { address: '192.0.2.7', port: 40000, helo: 'client.test', protocol: 'ESMTP' };
+const client: ClientIdentity = { address: '192.0.2.7', port: 40000, helo: 'client.test', protocol: 'ESMTP', localAddress: '127.0.0.1', localPort: 25 };
 const config = (url: string): SmtpRelayConfig => ({
   url,
   starttls: 'never',

@@ -8,6 +8,7 @@ const commands: Record<string, () => Promise<Command>> = {
   serve: async () => (await import('./serve.ts')).serveCommand,
   keygen: async () => (await import('./keygen.ts')).keygenCommand,
   'dns-record': async () => (await import('./dns-record.ts')).dnsRecordCommand,
+  keycheck: async () => (await import('./keycheck.ts')).keycheckCommand,
   sign: async () => (await import('./sign.ts')).signCommand,
   'check-config': async () => (await import('./check-config.ts')).checkConfigCommand,
   spf: async () => (await import('./spf.ts')).spfCommand,
@@ -19,6 +20,7 @@ commands:
   serve          run the listeners (default config config/sello.yaml)
   keygen         make a DKIM key and print its DNS TXT record
   dns-record     print the DNS TXT record of an existing key again
+  keycheck       compare the published DKIM records with the local keys
   sign           DKIM-sign a message from stdin with the configured keys
   check-config   validate the configuration and keys
   spf            evaluate SPF for an IP, sender and HELO, print the result and Received-SPF

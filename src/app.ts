@@ -1,10 +1,15 @@
 // The composition root: a validated Config → running listeners with their dependencies.
-// Owns: wiring (key store, signer, pipeline, relay targets, listeners) and their shutdown.
-// Must not: parse argv or files (cli/, config/) or hold per-message logic.
+// Owns: wiring (key store, signer, pipeline, relay targets, listeners, metrics, the operations
+// endpoint), the atomic swap of all of it on reload, and graceful shutdown.
+// Must not: parse argv, read the config file or handle signals (cli/, config/), or hold
+// per-message logic.
 
-import type { Config, RelayConfig } from './config/schema.ts';
+import type { Config, ListenerConfig, RelayConfig } from './config/schema.ts';
 import { createResolver, type DnsResolver } from './dns/resolver.ts';
+import { ConfigError } from './errors.ts';
+import { cachedReadiness, startOperationsEndpoint, type OperationsEndpoint, type ReadinessCheck, type ReadinessReport } from './observability/http.ts';
 import type { Logger } from './observability/logger.ts';
+import { createMetrics, type Metrics } from './observability/metrics.ts';
 import { InboundChecks } from './pipeline/inbound.ts';
 import { MessagePipeline } from './pipeline/transaction.ts';
 import { createRelayTarget } from './relay/index.ts';
@@ -12,12 +17,30 @@ import type { RelayTarget } from './relay/types.ts';
 import { loadKeyStore, type KeyStore } from './signing/key-store.ts';
 import { Signer } from './signing/signer.ts';
 import { SigningTable } from './signing/table.ts';
-import { Listener } from './smtp/listener.ts';
-import { loadTlsMaterial } from './smtp/tls.ts';
+import { Listener, type ListenerDependencies } from './smtp/listener.ts';
+import { loadTlsMaterial, type TlsMaterial } from './smtp/tls.ts';
 
 export interface RunningSello {
-  /** Bound addresses by listener name (port 0 in config → the port chosen). */
+  /** Bound addresses by listener name (port 0 in config → the port chosen); changes on reload. */
   readonly addresses: ReadonlyMap<string, { host: string; port: number }>;
+  /** Where /metrics, /healthz and /readyz are served (only with `operationsEndpoint`). */
+  readonly operationsAddress: { host: string; port: number } | undefined;
+  /** The config in effect. */
+  readonly config: Config;
+  readonly metrics: Metrics;
+  /** What /readyz answers (cached for a few seconds). */
+  readiness(): Promise<ReadinessReport>;
+  /**
+   * SIGHUP: `load` the config again, load its keys and certificates, and swap everything at once.
+   * Any failure leaves the running config in effect, is logged (error) and counted; false then.
+   */
+  reload(load: () => Promise<Config>): Promise<boolean>;
+  /**
+   * SIGTERM: stop accepting, let open transactions finish within `deadlineMs` (default
+   * shutdown.deadline), answer 421 4.3.2 to every other session, close the operations endpoint.
+   */
+  shutdown(deadlineMs?: number): Promise<void>;
+  /** shutdown(0): every session gets its 421 now. */
   close(): Promise<void>;
 }
 
@@ -34,11 +57,15 @@ export async function loadSigning(config: Config, now?: () => Date): Promise<Sig
   return { table, keys, signer: new Signer(table, keys, config.signing, now) };
 }
 
-export function resolverFor(config: Config): DnsResolver {
+/** The configured resolver; `metrics` times its lookups; `uncached` for probes that must ask. */
+export function resolverFor(config: Config, metrics?: Metrics, options: { uncached?: boolean } = {}): DnsResolver {
   return createResolver({
     servers: [...config.dns.servers],
     timeoutMs: config.dns.timeout,
-    cache: { maxEntries: config.dns.cacheEntries, maxTtlSeconds: Math.floor(config.dns.cacheMaxTtl / 1000) },
+    cache: options.uncached
+      ? { maxEntries: 0, maxTtlSeconds: 0 }
+      : { maxEntries: config.dns.cacheEntries, maxTtlSeconds: Math.floor(config.dns.cacheMaxTtl / 1000) },
+    ...(metrics ? { onLookup: (durationMs: number) => metrics.dnsQueryDuration(durationMs / 1000) } : {}),
   });
 }
 
@@ -49,43 +76,309 @@ export function relayTargetFor(config: Config, relay: RelayConfig, configPath: s
       starttls: relay.starttls,
       tlsRejectUnauthorized: relay.tlsRejectUnauthorized,
       helo: relay.helo ?? config.hostname,
+      forward: relay.forward,
       timeouts: { connectMs: relay.timeouts.connect, commandMs: relay.timeouts.command, dataMs: relay.timeouts.data },
     },
     configPath,
   );
 }
 
-export async function startSello(config: Config, logger: Logger, options: { now?: () => Date } = {}): Promise<RunningSello> {
-  const signing = await loadSigning(config, options.now);
-  for (const warning of signing.keys.warnings) logger.warn({ warning }, 'key warning');
-  const inbound = new InboundChecks(config, resolverFor(config).resolve);
-  const pipeline = new MessagePipeline(config, signing.signer, inbound);
-  const defaultRelay = relayTargetFor(config, config.relay, 'relay.target');
+export interface StartOptions {
+  now?: () => Date;
+  /** Where every component records; default: a new registry with the default process metrics. */
+  metrics?: Metrics;
+  /** Serve /metrics, /healthz and /readyz on config.metrics.listen (`sello serve` does). */
+  operationsEndpoint?: boolean;
+  /** How long a /readyz answer is reused (default 5 s): probes do not hit the MTA every second. */
+  readinessCacheMs?: number;
+}
 
-  const listeners: Listener[] = [];
-  const addresses = new Map<string, { host: string; port: number }>();
+/** Everything one config makes, built before anything changes: a reload fails here or not at all. */
+interface Generation {
+  config: Config;
+  signing: SigningSetup;
+  pipeline: MessagePipeline;
+  inbound: InboundChecks;
+  /** The distinct relay targets the listeners use, by description, for /readyz. */
+  relays: ReadonlyMap<string, RelayTarget>;
+  listeners: ListenerPlan[];
+  /** An uncached resolver for the /readyz DNS probe; present when an mx listener needs DNS. */
+  dnsProbe?: DnsResolver;
+}
+
+interface ListenerPlan {
+  config: ListenerConfig;
+  relay: RelayTarget;
+  tls?: TlsMaterial;
+}
+
+interface ActiveListener {
+  listener: Listener;
+  plan: ListenerPlan;
+  address: { host: string; port: number };
+}
+
+/**
+ * Loads keys, TLS material and relay targets for `config`, the same steps check-config takes.
+ * A listener that keeps its socket keeps its self-signed certificate (`previous`).
+ */
+async function prepareGeneration(
+  config: Config,
+  metrics: Metrics,
+  previous: ReadonlyMap<string, ActiveListener>,
+  now?: () => Date,
+): Promise<Generation> {
+  const signing = await loadSigning(config, now);
+  const resolver = resolverFor(config, metrics);
+  const inbound = new InboundChecks(config, resolver.resolve);
+  const pipeline = new MessagePipeline(config, signing.signer, inbound, metrics);
+  const defaultRelay = relayTargetFor(config, config.relay, 'relay.target');
+  const relays = new Map<string, RelayTarget>();
+  const listeners: ListenerPlan[] = [];
+  for (const [index, listenerConfig] of config.listeners.entries()) {
+    const relay = listenerConfig.relay ? relayTargetFor(config, listenerConfig.relay, `listeners[${index}].relay.target`) : defaultRelay;
+    if (!relays.has(relay.description)) relays.set(relay.description, relay);
+    const tlsMode = listenerConfig.tls?.mode ?? 'none';
+    const old = previous.get(listenerConfig.name);
+    const keepSelfSigned = old?.plan.tls?.selfSigned && !listenerConfig.tls?.cert && keepsSocket(old.plan.config, listenerConfig);
+    const tls =
+      tlsMode === 'none'
+        ? undefined
+        : keepSelfSigned
+          ? old.plan.tls
+          : await loadTlsMaterial(`listeners[${index}].tls`, listenerConfig.tls ?? {}, config.hostname);
+    listeners.push({ config: listenerConfig, relay, ...(tls ? { tls } : {}) });
+  }
+  const needsDns = config.listeners.some((listener) => listener.role === 'mx');
+  return {
+    config,
+    signing,
+    pipeline,
+    inbound,
+    relays,
+    listeners,
+    ...(needsDns ? { dnsProbe: resolverFor(config, undefined, { uncached: true }) } : {}),
+  };
+}
+
+/**
+ * Whether a reloaded listener can keep its listening socket: same name (the caller matches by
+ * name), address and TLS mode, and nothing else that smtp-server fixes at construction. What a
+ * listener does with a session (role, trust, signing, relay, certificates, limits) is swapped in
+ * place by Listener.update(); anything else means a new socket.
+ */
+function keepsSocket(before: ListenerConfig, after: ListenerConfig): boolean {
+  const fixed = (listener: ListenerConfig) => {
+    const { role, trustedNetworks, sign, relay, greetingDelay, reverseLookup, tls, ...rest } = listener;
+    void [role, trustedNetworks, sign, relay, greetingDelay, reverseLookup];
+    return JSON.stringify({ ...rest, tlsMode: tls?.mode ?? 'none' });
+  };
+  return fixed(before) === fixed(after);
+}
+
+function sameAddress(a: ListenerConfig['listen'], b: ListenerConfig['listen']): boolean {
+  return a.port !== 0 && a.port === b.port && a.host === b.host;
+}
+
+/** /readyz is ready when the DNS server answers at all: NXDOMAIN and NODATA are answers. */
+async function dnsAnswers(resolver: DnsResolver, name: string): Promise<void> {
   try {
-    for (const [index, listenerConfig] of config.listeners.entries()) {
-      const relay = listenerConfig.relay ? relayTargetFor(config, listenerConfig.relay, `listeners[${index}].relay.target`) : defaultRelay;
-      const tlsMode = listenerConfig.tls?.mode ?? 'none';
-      const tls = tlsMode === 'none' ? undefined : await loadTlsMaterial(`listeners[${index}].tls`, listenerConfig.tls ?? {}, config.hostname);
-      if (tls?.selfSigned) logger.warn({ listener: listenerConfig.name }, 'no tls.cert/tls.key configured: using a self-signed certificate');
-      if (listenerConfig.role === 'submission' && !relay.supportsAuth) {
-        logger.warn({ listener: listenerConfig.name, relay: relay.description }, 'the relay target cannot check passwords: AUTH is not offered, only trustedNetworks may send');
-      }
-      const listener = new Listener({ config, listener: listenerConfig, relay, pipeline, inbound, logger, ...(tls ? { tls } : {}) });
-      addresses.set(listenerConfig.name, await listener.start());
-      listeners.push(listener);
-      logger.info({ listener: listenerConfig.name, role: listenerConfig.role, address: addresses.get(listenerConfig.name), relay: relay.description }, 'listening');
-    }
+    await resolver.resolve(name, 'A');
   } catch (error) {
-    await Promise.all(listeners.map((listener) => listener.close()));
+    const code = (error as { code?: string }).code;
+    if (code === 'ENOTFOUND' || code === 'ENODATA') return;
+    throw new Error(`DNS ${code ?? 'error'} for ${name}`);
+  }
+}
+
+export async function startSello(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningSello> {
+  const metrics = options.metrics ?? createMetrics();
+  let generation = await prepareGeneration(config, metrics, new Map(), options.now);
+  let active = new Map<string, ActiveListener>();
+  /** Listeners replaced by a reload, still finishing their sessions. */
+  const retiring = new Map<Listener, Promise<void>>();
+  let endpoint: OperationsEndpoint | undefined;
+  let endpointListen: Config['metrics']['listen'] | undefined;
+  let shuttingDown: Promise<void> | undefined;
+  /** Reloads and shutdown run one at a time, in order. */
+  let queue: Promise<unknown> = Promise.resolve();
+  const serially = <T>(work: () => Promise<T>): Promise<T> => {
+    const run = queue.then(work, work);
+    queue = run.catch(() => undefined);
+    return run;
+  };
+
+  const dependencies = (next: Generation, plan: ListenerPlan): ListenerDependencies => ({
+    config: next.config,
+    listener: plan.config,
+    relay: plan.relay,
+    pipeline: next.pipeline,
+    inbound: next.inbound,
+    logger,
+    metrics,
+    ...(plan.tls ? { tls: plan.tls } : {}),
+  });
+
+  const announce = (next: Generation) => {
+    for (const warning of next.signing.keys.warnings) logger.warn({ warning }, 'key warning');
+    for (const plan of next.listeners) {
+      if (plan.tls?.selfSigned) logger.warn({ listener: plan.config.name }, 'no tls.cert/tls.key configured: using a self-signed certificate');
+      if (plan.config.role === 'submission' && !plan.relay.supportsAuth) {
+        logger.warn({ listener: plan.config.name, relay: plan.relay.description }, 'the relay target cannot check passwords: AUTH is not offered, only trustedNetworks may send');
+      }
+    }
+  };
+
+  const readiness = cachedReadiness(
+    () => {
+      const current = generation;
+      const tableKeys = [...current.signing.table.keys()].length;
+      const checks: ReadinessCheck[] = [
+        {
+          name: 'listeners',
+          check: async () => {
+            if (shuttingDown) throw new Error('shutting down');
+          },
+        },
+        {
+          name: 'keys',
+          check: async () => {
+            if (current.signing.keys.size !== tableKeys) throw new Error(`${current.signing.keys.size} of ${tableKeys} keys loaded`);
+          },
+        },
+        ...[...current.relays.values()].map((relay) => ({ name: `relay ${relay.description}`, check: () => relay.probe() })),
+      ];
+      const dnsProbe = current.dnsProbe;
+      if (dnsProbe) checks.push({ name: 'dns', check: () => dnsAnswers(dnsProbe, current.inbound.authservId) });
+      return checks;
+    },
+    { cacheMs: options.readinessCacheMs ?? 5000 },
+  );
+
+  /**
+   * Makes `next` the running generation. Kept listeners get it for new transactions; new and
+   * changed ones are bound first (a listener on the same address as one it replaces stops
+   * accepting just before), so a bind failure undoes everything and the old config runs on.
+   */
+  const swap = async (next: Generation): Promise<void> => {
+    const kept: [ActiveListener, ListenerPlan][] = [];
+    const toStart: ListenerPlan[] = [];
+    for (const plan of next.listeners) {
+      const old = active.get(plan.config.name);
+      if (old && keepsSocket(old.plan.config, plan.config)) kept.push([old, plan]);
+      else toStart.push(plan);
+    }
+    const replaced = [...active.values()].filter((entry) => !kept.some(([old]) => old === entry));
+    const started: ActiveListener[] = [];
+    const paused: ActiveListener[] = [];
+    let newEndpoint: OperationsEndpoint | undefined;
+    try {
+      for (const plan of toStart) {
+        for (const old of replaced) {
+          if (!paused.includes(old) && sameAddress(old.plan.config.listen, plan.config.listen)) {
+            old.listener.stopAccepting();
+            paused.push(old);
+          }
+        }
+        const listener = new Listener(dependencies(next, plan));
+        started.push({ listener, plan, address: await listener.start() });
+      }
+      const listen = next.config.metrics.listen;
+      // A new metrics address is bound before the old one closes (a changed address cannot clash).
+      if (options.operationsEndpoint && (!endpointListen || endpointListen.host !== listen.host || endpointListen.port !== listen.port)) {
+        newEndpoint = await startOperationsEndpoint({ listen, registry: metrics.registry, readiness, logger });
+      }
+    } catch (error) {
+      await Promise.all(started.map((entry) => entry.listener.close()));
+      for (const old of paused) {
+        await old.listener.resumeAccepting().catch((resumeError: unknown) => logger.error({ listener: old.plan.config.name, err: resumeError }, 'could not listen again after a failed reload'));
+      }
+      throw error;
+    }
+    // Commit: nothing below can fail.
+    for (const [old, plan] of kept) {
+      old.listener.update(dependencies(next, plan));
+      old.plan = plan;
+    }
+    active = new Map([...kept.map(([old]) => [old.plan.config.name, old] as const), ...started.map((entry) => [entry.plan.config.name, entry] as const)]);
+    generation = next;
+    for (const old of replaced) {
+      retiring.set(old.listener, old.listener.shutdown(next.config.shutdown.deadline).finally(() => retiring.delete(old.listener)));
+    }
+    if (newEndpoint) {
+      void endpoint?.close();
+      endpoint = newEndpoint;
+      endpointListen = next.config.metrics.listen;
+    }
+    for (const entry of started) {
+      logger.info({ listener: entry.plan.config.name, role: entry.plan.config.role, address: entry.address, relay: entry.plan.relay.description }, 'listening');
+    }
+    if (newEndpoint) logger.info({ address: newEndpoint.address }, 'operations endpoint listening (/metrics, /healthz, /readyz)');
+  };
+
+  try {
+    announce(generation);
+    await swap(generation);
+  } catch (error) {
+    await Promise.all([...active.values()].map((entry) => entry.listener.close()));
+    await endpoint?.close();
     throw error;
   }
+  metrics.keysLoaded(generation.signing.keys.loaded);
+  metrics.configLoaded();
+
+  const shutdown = (deadlineMs: number): Promise<void> => {
+    if (shuttingDown) {
+      // Already draining: a shorter deadline (a second SIGTERM, close()) hurries every listener.
+      for (const listener of [...[...active.values()].map((entry) => entry.listener), ...retiring.keys()]) void listener.shutdown(deadlineMs);
+      return shuttingDown;
+    }
+    shuttingDown = serially(async () => {
+      logger.info({ deadlineMs }, 'shutting down: no new connections; open transactions may finish');
+      const listeners = [...[...active.values()].map((entry) => entry.listener), ...retiring.keys()];
+      await Promise.all(listeners.map((listener) => listener.shutdown(deadlineMs)));
+      await endpoint?.close();
+      logger.info('stopped');
+    });
+    return shuttingDown;
+  };
+
   return {
-    addresses,
-    close: async () => {
-      await Promise.all(listeners.map((listener) => listener.close()));
+    get addresses() {
+      return new Map([...active.values()].map((entry) => [entry.plan.config.name, entry.address]));
     },
+    get operationsAddress() {
+      return endpoint?.address;
+    },
+    get config() {
+      return generation.config;
+    },
+    metrics,
+    readiness,
+    reload: (load) =>
+      serially(async () => {
+        if (shuttingDown) return false;
+        let next: Generation;
+        try {
+          const config = await load();
+          next = await prepareGeneration(config, metrics, active, options.now);
+          await swap(next);
+        } catch (error) {
+          // The running config stays; the operator fixes the file and sends SIGHUP again.
+          logger.error(
+            { err: error instanceof Error ? error.message : String(error), ...(error instanceof ConfigError && error.path ? { path: error.path } : {}) },
+            'config reload failed: the running configuration stays in effect',
+          );
+          metrics.configReload('failure');
+          return false;
+        }
+        announce(next);
+        metrics.keysLoaded(next.signing.keys.loaded);
+        metrics.configReload('success');
+        logger.info({ listeners: next.config.listeners.length, keys: next.signing.keys.size }, 'config reloaded');
+        return true;
+      }),
+    shutdown: (deadlineMs) => shutdown(deadlineMs ?? generation.config.shutdown.deadline),
+    close: () => shutdown(0),
   };
 }

@@ -113,9 +113,12 @@ export class KeyError extends Error {
 
 /** A DKIM signature could not be made (mailauth reported an error, key unusable, …). */
 export class SigningError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
+  /** The configured signatures that were being made when it failed (for metrics), if known. */
+  readonly signatures: readonly { domain: string; selector: string; algorithm: 'rsa-sha256' | 'ed25519-sha256' }[];
+  constructor(message: string, options?: { cause?: unknown; signatures?: SigningError['signatures'] }) {
     super(message, options);
     this.name = 'SigningError';
+    this.signatures = options?.signatures ?? [];
   }
 }
 

@@ -1,8 +1,10 @@
-// `sello serve [--config FILE]`: run the listeners until SIGTERM/SIGINT.
-// Owns: process signals for the server. Must not: hold server logic (app.ts).
+// `sello serve [--config FILE]`: run the listeners and the operations endpoint until SIGTERM/SIGINT.
+// Owns: process signals for the server — SIGHUP reloads the config file and keys (app.ts swaps
+// them atomically or keeps the old ones), SIGTERM/SIGINT drain within shutdown.deadline and a
+// second one stops at once. Must not: hold server logic (app.ts).
 
 import { parseArgs } from 'node:util';
-import { startSello } from '../app.ts';
+import { startSello, type RunningSello } from '../app.ts';
 import { loadConfig } from '../config/load.ts';
 import { UsageError } from '../errors.ts';
 import { createLogger } from '../observability/logger.ts';
@@ -22,20 +24,55 @@ export const serveCommand: Command = async (args, io) => {
     io.stdout(usage);
     return 0;
   }
-  const config = await loadConfig(configPath(values.config, io.env), io.env);
+  const file = configPath(values.config, io.env);
+  const config = await loadConfig(file, io.env);
+  // The level is fixed at start: a reload does not re-create the logger.
   const logger = createLogger(config.logging.level);
-  const running = await startSello(config, logger);
+  // Caught from the start: SIGHUP's default action would end the process. One that arrives
+  // while starting is carried out once sello runs.
+  let running: RunningSello | undefined;
+  let reloadPending = false;
+  const reload = () => {
+    if (!running) {
+      reloadPending = true;
+      return;
+    }
+    logger.info({ signal: 'SIGHUP', file }, 'reloading the configuration');
+    void running.reload(() => loadConfig(file, io.env));
+  };
+  process.on('SIGHUP', reload);
+  try {
+    running = await startSello(config, logger, { operationsEndpoint: true });
+  } catch (error) {
+    process.off('SIGHUP', reload);
+    throw error;
+  }
   for (const [name, address] of running.addresses) io.stderr(`sello: ${name} listening on ${address.host}:${address.port}\n`);
+  const operations = running.operationsAddress;
+  if (operations) io.stderr(`sello: metrics on http://${operations.host}:${operations.port}/metrics\n`);
+  if (reloadPending) reload();
 
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      logger.info({ signal }, 'stopping');
-      resolve();
-    };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
-  });
-  await running.close();
+  const started = running;
+  try {
+    await new Promise<void>((resolve) => {
+      let stopping = false;
+      const stop = (signal: string) => {
+        if (stopping) {
+          // A second signal: the operator does not want to wait for the deadline.
+          logger.warn({ signal }, 'stopping now');
+          void started.close();
+          return;
+        }
+        stopping = true;
+        logger.info({ signal, deadlineMs: started.config.shutdown.deadline }, 'stopping');
+        started.shutdown().then(resolve, resolve);
+      };
+      process.on('SIGTERM', stop);
+      process.on('SIGINT', stop);
+    });
+  } finally {
+    process.off('SIGHUP', reload);
+  }
   logger.flush();
   return 0;
 };

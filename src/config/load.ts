@@ -20,6 +20,8 @@ export const ENVIRONMENT_OVERRIDES: Record<string, string[]> = {
   SELLO_RELAY_TARGET: ['relay', 'target'],
   SELLO_KEYS_DIR: ['signing', 'keysDir'],
   SELLO_LOG_LEVEL: ['logging', 'level'],
+  // A container's metrics port must listen beyond loopback for Prometheus to scrape it.
+  SELLO_METRICS_LISTEN: ['metrics', 'listen'],
 };
 
 /** "listeners[0].tls.cert" from ["listeners", 0, "tls", "cert"]. */

@@ -6,6 +6,7 @@
 import { BlockList, isIP } from 'node:net';
 import os from 'node:os';
 import { z } from 'zod';
+import { forwardModes, mtaSeesRealClient } from '../relay/forwarding.ts';
 
 /** "500ms", "30s", "5m", "2h", "7d" or a number of seconds → milliseconds. */
 export function parseDuration(value: string | number): number | undefined {
@@ -105,6 +106,8 @@ const relaySchema = z
     tlsRejectUnauthorized: z.boolean().default(false),
     /** Name sello gives in EHLO/LHLO downstream; default: the top-level hostname. */
     helo: z.string().optional(),
+    /** How the MTA learns the real client: none, xclient, xforward, proxy-v1, proxy-v2 (relay/forwarding.ts). */
+    forward: z.enum(forwardModes).default('none'),
     timeouts: z
       .strictObject({
         connect: duration.prefault('10s'),
@@ -113,7 +116,17 @@ const relaySchema = z
         data: duration.prefault('10m'),
       })
       .prefault({}),
+  })
+  .superRefine((relay, context) => {
+    if (relay.forward !== 'none' && /^dir:/i.test(relay.target)) {
+      context.addIssue({ code: 'custom', path: ['forward'], message: 'a dir: target has no MTA to tell the client to; use smtp:// or lmtp://' });
+    }
   });
+
+/** An address a trusted MTA connects from: exact, as smtp-server compares it (no networks, no "*"). */
+const peerAddress = z.string().refine((value) => isIP(value) !== 0, {
+  message: 'expected the exact IP address a trusted MTA connects from, e.g. "127.0.0.1" (no networks, no "*": anyone listed may claim to be any client)',
+});
 
 const tlsSchema = z.strictObject({
   /** starttls: offer STARTTLS; implicit: TLS from the first byte (port 465); none: plain text only. */
@@ -140,8 +153,14 @@ const listenerSchema = z
     greetingDelay: duration.optional(),
     /** Reverse DNS lookup of each client (only useful for logs on mx). */
     reverseLookup: z.boolean().default(false),
+    /** filter only: peers whose XFORWARD/XCLIENT (the real client, e.g. from Postfix's smtpd_proxy_filter) are believed. */
+    xforwardPeers: z.array(peerAddress).default([]),
   })
   .superRefine((listener, context) => {
+    if (listener.role !== 'filter' && listener.xforwardPeers.length > 0) {
+      // PRODUCT.md §2: a peer allowed XFORWARD/XCLIENT can pose as any client; only the MTA on loopback may.
+      context.addIssue({ code: 'custom', path: ['xforwardPeers'], message: 'XFORWARD/XCLIENT only on a filter listener, from trusted peers' });
+    }
     if (listener.tls && listener.tls.mode !== 'none' && !listener.tls.cert !== !listener.tls.key) {
       context.addIssue({ code: 'custom', path: ['tls'], message: 'give both "cert" and "key", or neither for a self-signed certificate' });
     }
@@ -248,11 +267,29 @@ export const configSchema = z
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
       })
       .prefault({}),
+    metrics: z
+      .strictObject({
+        /** The HTTP port of /metrics, /healthz and /readyz (`sello serve` only). Loopback by default. */
+        listen: hostPort.prefault('127.0.0.1:9464'),
+      })
+      .prefault({}),
+    shutdown: z
+      .strictObject({
+        /** SIGTERM: how long in-flight transactions may take to finish before every session gets 421. */
+        deadline: duration.prefault('30s'),
+      })
+      .prefault({}),
   })
   .superRefine((config, context) => {
-    if (config.listeners.some((listener) => listener.role === 'mx') && config.inbound.localDomains.length === 0) {
-      // Without local domains an mx listener would refuse every recipient (no open relay, PRODUCT.md §3).
-      context.addIssue({ code: 'custom', path: ['inbound', 'localDomains'], message: 'an mx listener needs the domains it accepts mail for' });
+    const judgedBySello = (listener: (typeof config.listeners)[number]) => !mtaSeesRealClient((listener.relay ?? config.relay).forward);
+    if (config.listeners.some((listener) => listener.role === 'mx' && judgedBySello(listener)) && config.inbound.localDomains.length === 0) {
+      // Without local domains an mx listener would refuse every recipient (no open relay, PRODUCT.md §3),
+      // unless its relay has the MTA apply its own relay rules to the real client (XCLIENT, PROXY).
+      context.addIssue({
+        code: 'custom',
+        path: ['inbound', 'localDomains'],
+        message: 'an mx listener needs the domains it accepts mail for (or a relay with forward: xclient, proxy-v1 or proxy-v2, so the MTA judges relaying itself)',
+      });
     }
     const names = new Set<string>();
     config.listeners.forEach((listener, index) => {

@@ -33,6 +33,8 @@ export type DnsResolverOptions = {
   attempts?: number;
   /** Clock in milliseconds for cache expiry (default: monotonic performance.now()). */
   now?: () => number;
+  /** Told how long each lookup that went to the servers took (not cache hits or joins), in ms. */
+  onLookup?: (durationMs: number) => void;
 };
 
 export type DnsResolverStats = {
@@ -157,7 +159,9 @@ export function createResolver(options: DnsResolverOptions): DnsResolver {
 
   async function lookup(key: string, name: string, type: SupportedType): Promise<Outcome> {
     const started = generation;
+    const startedAt = now();
     const result = await askServers(name, type);
+    options.onLookup?.(now() - startedAt);
     if (result.kind === 'failure') return result;
     if (started === generation) store(key, result);
     return result.kind === 'records' ? { kind: 'records', records: result.records } : { kind: 'negative', code: result.code };

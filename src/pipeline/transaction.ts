@@ -4,6 +4,7 @@
 
 import type { Config } from '../config/schema.ts';
 import { Replies, SigningError, SmtpReplyError } from '../errors.ts';
+import { createMetrics, type Metrics } from '../observability/metrics.ts';
 import type { Signer, SigningResult } from '../signing/signer.ts';
 import type { InboundResults } from './authentication-results.ts';
 import type { InboundChecks, SpfEvaluation } from './inbound.ts';
@@ -17,6 +18,8 @@ export interface PreparedMessage {
   chunks: Buffer[];
   size: number;
   signing: SigningResult | { signed: false; reason: 'listener-does-not-sign' };
+  /** Time spent signing, when the message was signed (the decision record). */
+  signingMs?: number;
   /** mx only: what the checks found. */
   inbound?: InboundResults;
 }
@@ -33,12 +36,17 @@ export class MessagePipeline {
   readonly #config: Config;
   readonly #signer: Signer;
   readonly #inbound: InboundChecks | undefined;
+  readonly #metrics: Metrics;
 
-  /** `inbound` is needed only where an mx listener exists (sello sign has none). */
-  constructor(config: Config, signer: Signer, inbound?: InboundChecks) {
+  /**
+   * `inbound` is needed only where an mx listener exists (sello sign has none). `metrics` gets
+   * what the steps found: signatures made or failed, signing time, inbound verification results.
+   */
+  constructor(config: Config, signer: Signer, inbound?: InboundChecks, metrics: Metrics = createMetrics({ defaultMetrics: false })) {
     this.#config = config;
     this.#signer = signer;
     this.#inbound = inbound;
+    this.#metrics = metrics;
   }
 
   async process(data: Buffer, options: PipelineOptions): Promise<PreparedMessage> {
@@ -51,6 +59,7 @@ export class MessagePipeline {
       if (!options.check) return { chunks: [message], size: message.length, signing: { signed: false, reason: 'listener-does-not-sign' } };
       if (!this.#inbound) throw new Error('an mx listener needs the inbound checks');
       const inbound = await this.#inbound.inspect(split.header, message, options.check.spf, options.check.clientIp);
+      this.#countVerifications(inbound.results);
       const dmarc = dmarcDecision(inbound.results.dmarc, this.#config.inbound.dmarc);
       if (dmarc.reply) throw new SmtpReplyError(dmarc.reply);
       const added = Buffer.from(inbound.headerLines, 'latin1');
@@ -64,10 +73,18 @@ export class MessagePipeline {
       return { chunks: [message], size: message.length, signing: { signed: false, reason: 'listener-does-not-sign' } };
     }
     let signing: SigningResult;
+    let signingMs = 0;
+    const started = performance.now();
     try {
       signing = this.#signer.sign(split, { requireSingleFrom: options.role === 'submission' });
+      if (signing.signed) {
+        signingMs = performance.now() - started;
+        this.#metrics.signingDuration(signingMs / 1000);
+        for (const made of signing.signatures) this.#metrics.signature(made.domain, made.selector, made.algorithm, 'signed');
+      }
     } catch (error) {
       if (error instanceof SigningError) {
+        for (const failed of error.signatures) this.#metrics.signature(failed.domain, failed.selector, failed.algorithm, 'error');
         // PRODUCT.md §4: a signing error never sends the message out unsigned.
         throw new SmtpReplyError(this.#config.signing.onError === 'reject' ? Replies.signingFailedReject : Replies.signingFailed, error.message);
       }
@@ -75,6 +92,16 @@ export class MessagePipeline {
     }
     if (!signing.signed) return { chunks: [message], size: message.length, signing };
     const signatures = Buffer.from(signing.headerLines, 'latin1');
-    return { chunks: [signatures, message], size: signatures.length + message.length, signing };
+    return { chunks: [signatures, message], size: signatures.length + message.length, signing, signingMs };
+  }
+
+  /** One count per DKIM signature (none: the message had none), per DMARC and ARC evaluation. */
+  #countVerifications(results: InboundResults): void {
+    if (results.dkim) {
+      if (results.dkim.signatures.length === 0) this.#metrics.dkimVerification('none');
+      for (const signature of results.dkim.signatures) this.#metrics.dkimVerification(signature.result);
+    }
+    if (results.dmarc) this.#metrics.dmarcResult(results.dmarc.result, results.dmarc.policy);
+    if (results.arc) this.#metrics.arcResult(results.arc.result);
   }
 }

@@ -30,6 +30,8 @@ export interface LoadedKey {
   readonly pem: string;
   /** Problems that do not stop the key from being used: loose file mode, 1024-bit RSA. */
   readonly warnings: string[];
+  /** The file's modification time (sello_key_age_seconds). */
+  readonly modified: Date;
 }
 
 /** A new private key as PKCS#8 PEM. RSA defaults to 2048 bits (RFC 8301 §3.2 allows 1024–4096). */
@@ -165,12 +167,14 @@ async function syncDirectory(directory: string): Promise<void> {
 export async function loadKey(path: string): Promise<LoadedKey> {
   let pem: string;
   let mode: number;
+  let modified: Date;
   try {
     const handle = await open(path, 'r');
     try {
       const stat = await handle.stat();
       if (!stat.isFile()) throw new KeyError(path, 'not a regular file');
       mode = stat.mode & 0o777;
+      modified = stat.mtime;
       pem = await handle.readFile('utf8');
     } finally {
       await handle.close();
@@ -206,7 +210,7 @@ export async function loadKey(path: string): Promise<LoadedKey> {
   }
   const type = privateKey.asymmetricKeyType;
   if (type === 'ed25519') {
-    return { path, algorithm: 'ed25519', privateKey, pem, warnings };
+    return { path, algorithm: 'ed25519', privateKey, pem, warnings, modified };
   }
   if (type !== 'rsa') {
     // rsa-pss keys are restricted to PSS, which DKIM's rsa-sha256 (PKCS#1 v1.5) cannot use.
@@ -218,7 +222,7 @@ export async function loadKey(path: string): Promise<LoadedKey> {
   if (bits < 1024) throw new KeyError(path, `RSA key of ${String(bits)} bits is too short; RFC 8301 §3.2 requires at least 1024 (use 2048)`);
   if (bits < 2048) warnings.push(`${path}: RSA key of ${String(bits)} bits is below the recommended 2048 (RFC 8301 §3.2)`);
   if (bits > 4096) warnings.push(`${path}: RSA key of ${String(bits)} bits; verifiers need only support up to 4096 (RFC 8301 §3.2)`);
-  return { path, algorithm: 'rsa', bits, privateKey, pem, warnings };
+  return { path, algorithm: 'rsa', bits, privateKey, pem, warnings, modified };
 }
 
 /**

@@ -55,17 +55,20 @@ export class Signer {
       if (!key) throw new SigningError(`no key loaded for ${selector}._domainkey.${entry.signingDomain}`);
       return key;
     });
-    const headerLines = createSignatures(message.header, message.body, keys, {
-      signedFields: this.#config.headers,
-      oversignedFields: this.#config.oversign,
-      now: this.#now(),
-      expiryMs: this.#config.expiry,
-    });
-    return {
-      signed: true,
-      headerLines,
-      pattern: entry.pattern,
-      signatures: keys.map((key) => ({ domain: key.domain, selector: key.selector, algorithm: `${key.algorithm}-sha256` as const })),
-    };
+    const signatures = keys.map((key) => ({ domain: key.domain, selector: key.selector, algorithm: `${key.algorithm}-sha256` as const }));
+    let headerLines: string;
+    try {
+      headerLines = createSignatures(message.header, message.body, keys, {
+        signedFields: this.#config.headers,
+        oversignedFields: this.#config.oversign,
+        now: this.#now(),
+        expiryMs: this.#config.expiry,
+      });
+    } catch (error) {
+      // The configured signatures that failed, so the error can be counted per key.
+      if (error instanceof SigningError) throw new SigningError(error.message, { cause: error, signatures });
+      throw error;
+    }
+    return { signed: true, headerLines, pattern: entry.pattern, signatures };
   }
 }

@@ -1,18 +1,23 @@
 // One SMTP listener: the smtp-server session hooks of a submission or filter listener.
 // Owns: who may do what on a listener (AUTH only over TLS or loopback, trusted networks, the
-// role's rules), in-step proxying (each command answered with the MTA's own reply), and turning
-// errors into SMTP replies. Must not: sign or inspect messages itself (pipeline/ does), or speak
-// to the MTA other than through the RelaySession contract.
+// role's rules), in-step proxying (each command answered with the MTA's own reply), turning
+// errors into SMTP replies, the decision record of each transaction and its metrics, and which
+// config a transaction runs with across reloads. Must not: sign or inspect messages itself
+// (pipeline/ does), or speak to the MTA other than through the RelaySession contract.
 
 import { BlockList, isIP } from 'node:net';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import { isLoopback, type Config, type ListenerConfig } from '../config/schema.ts';
 import { RelayError, Replies, SmtpReplyError, type SmtpReply } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
+import type { Metrics, TransactionOutcome } from '../observability/metrics.ts';
 import type { InboundChecks, SpfEvaluation } from '../pipeline/inbound.ts';
 import { isExemptRecipient, spfDecision } from '../pipeline/policy.ts';
 import type { MessagePipeline } from '../pipeline/transaction.ts';
-import type { Credentials, MailParameters, RecipientParameters, RelaySession, RelayTarget } from '../relay/types.ts';
+import { mtaSeesRealClient } from '../relay/forwarding.ts';
+import type { ClientIdentity, Credentials, MailParameters, RecipientParameters, RelaySession, RelayTarget } from '../relay/types.ts';
+import type { SignatureMade } from '../signing/signer.ts';
+import { clientIdentity, sameClient } from './client-identity.ts';
 import { PromptSMTPServer } from './prompt-server.ts';
 import type { TlsMaterial } from './tls.ts';
 
@@ -24,13 +29,56 @@ export interface ListenerDependencies {
   /** The mx role's SPF evaluation (at MAIL FROM). */
   inbound: InboundChecks;
   logger: Logger;
+  /** Connections, replies, transactions, SPF results, relay errors and times are counted here. */
+  metrics: Metrics;
   /** Required unless listener.tls is absent or mode none. */
   tls?: TlsMaterial;
 }
 
+/**
+ * The decision record: exactly one log record per transaction (PRODUCT.md §7), written when it
+ * ends — after the reply to DATA, or, for one that never got there (recipients refused, RSET,
+ * QUIT), at the next MAIL FROM or when the connection closes. Never a password or message text.
+ */
+interface TransactionRecord {
+  session: string;
+  listener: string;
+  client: string;
+  user?: unknown;
+  from: string;
+  /** Recipients the MTA accepted, and the reply codes of those refused. */
+  recipients: number;
+  refusedRecipients: number[];
+  spf?: { result: string; identity: string; domain: string; action: string };
+  dkim?: { domain: string; selector: string; result: string }[];
+  dmarc?: string;
+  arc?: string;
+  size?: number;
+  /** Signatures made, or why none. */
+  signatures?: SignatureMade[];
+  unsigned?: string;
+  relay?: { relay: string; code: number; queueId?: string; recipients?: unknown };
+  outcome?: TransactionOutcome | 'abandoned';
+  error?: string;
+  durations: { totalMs?: number; spfMs?: number; signingMs?: number; relayMs?: number };
+}
+
 interface SessionState {
+  /**
+   * What this session's current transaction runs with: taken at connect, renewed at each MAIL
+   * FROM, so a reload reaches new transactions while an open one finishes with its own.
+   */
+  deps: ListenerDependencies;
   trusted: boolean;
+  /** The socket's peer: XFORWARD/XCLIENT later change session.remoteAddress. */
+  peer: string;
   relay?: RelaySession;
+  /** The client `relay` was opened for (it serves no other, see #openRelay). */
+  relayClient?: ClientIdentity;
+  /** The target `relay` was opened with (a reload may change it). */
+  relayTarget?: RelayTarget;
+  /** The open transaction's decision record. */
+  record?: TransactionRecord;
   /** Kept in memory (never logged) to authenticate again if the downstream connection drops. */
   credentials?: Credentials;
   transactionOpen: boolean;
@@ -68,6 +116,17 @@ function recipientParameters(address: SMTPServerAddress): RecipientParameters {
   return parameters;
 }
 
+/** smtp-server's 100 ms early-talker pause stays where it helps: the Internet-facing mx. */
+function greetingDelayOf(listener: ListenerConfig): number {
+  return listener.greetingDelay ?? (listener.role === 'mx' ? 100 : 0);
+}
+
+/** The reply code an error thrown by a hook becomes (see #toReplyError). */
+function replyCodeOf(error: unknown): number {
+  if (error instanceof SmtpReplyError || error instanceof RelayError) return error.reply.code;
+  return Replies.localError.code;
+}
+
 function buildBlockList(networks: readonly string[]): BlockList {
   const list = new BlockList();
   for (const network of networks) {
@@ -88,9 +147,10 @@ function isInNetworks(list: BlockList, address: string): boolean {
 
 export class Listener {
   readonly name: string;
-  readonly #deps: ListenerDependencies;
+  /** The current dependencies: replaced by update() on reload. */
+  #deps: ListenerDependencies;
   readonly #server: PromptSMTPServer;
-  readonly #trustedNetworks: BlockList;
+  #trustedNetworks: BlockList;
   readonly #sessions = new Map<string, SessionState>();
   readonly #connectionsPerAddress = new Map<string, number>();
 
@@ -119,19 +179,32 @@ export class Listener {
         size: config.limits.maxMessageSize,
         maxClients: config.limits.maxConnections,
         socketTimeout: config.limits.commandTimeout,
+        // PRODUCT.md §2: XFORWARD/XCLIENT only on filter listeners and only from the listed peers
+        // (the schema refuses them elsewhere); smtp-server answers anyone else 550.
+        useXForward: listener.xforwardPeers.length > 0 ? [...listener.xforwardPeers] : false,
+        useXClient: listener.xforwardPeers.length > 0 ? [...listener.xforwardPeers] : false,
         onConnect: (session, callback) => this.#onConnect(session, callback),
         onSecure: (_socket, session, callback) => {
           this.#offerAuth(session);
           callback();
         },
         onAuth: (auth, session, callback) => {
+          // XCLIENT LOGIN= from a trusted peer (smtp-server checked it): the peer vouches for the
+          // forwarded client's login; it is passed on with the client, never checked here.
+          if (auth.method === 'XCLIENT') return callback(null, { user: auth.username });
           this.#onAuth({ mechanism: auth.method as 'PLAIN' | 'LOGIN', username: auth.username ?? '', password: auth.password ?? '' }, session).then(
             (user) => callback(null, { user }),
             (error: unknown) => callback(this.#toReplyError(error, session)),
           );
         },
         onMailFrom: (address, session, callback) => this.#hook(session, callback, () => this.#onMailFrom(address, session)),
-        onRcptTo: (address, session, callback) => this.#hook(session, callback, () => this.#onRcptTo(address, session)),
+        onRcptTo: (address, session, callback) =>
+          this.#hook(session, callback, () =>
+            this.#onRcptTo(address, session).catch((error: unknown) => {
+              this.#sessions.get(session.id)?.record?.refusedRecipients.push(replyCodeOf(error));
+              throw error;
+            }),
+          ),
         onData: (stream, session, callback) => {
           this.#onData(stream, session).then(
             (text) => callback(null, text),
@@ -140,8 +213,9 @@ export class Listener {
         },
         onClose: (session) => this.#onClose(session),
       },
-      // smtp-server's 100 ms early-talker pause stays where it helps: the Internet-facing mx.
-      listener.greetingDelay ?? (listener.role === 'mx' ? 100 : 0),
+      greetingDelayOf(listener),
+      // Every reply on the wire, smtp-server's own included, counted by stage and code.
+      { onReply: (stage, code) => stage && this.#deps.metrics.reply(this.name, stage, code) },
     );
     this.#server.on('error', (error) => deps.logger.warn({ listener: this.name, err: error }, 'smtp connection error'));
   }
@@ -160,8 +234,53 @@ export class Listener {
     return { host, port: typeof address === 'object' && address ? address.port : port };
   }
 
-  async close(): Promise<void> {
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  /**
+   * A reloaded config for this listener (same address and TLS mode): new sessions and new
+   * transactions use `deps`; transactions already open finish with what they started with.
+   */
+  update(deps: ListenerDependencies): void {
+    const { listener, config } = deps;
+    const previousTls = this.#deps.tls;
+    this.#deps = deps;
+    this.#trustedNetworks = buildBlockList(listener.trustedNetworks);
+    // smtp-server reads these per connection or per command, so they apply to what comes next.
+    Object.assign(this.#server.options, {
+      name: config.hostname,
+      size: config.limits.maxMessageSize,
+      maxClients: config.limits.maxConnections,
+      socketTimeout: config.limits.commandTimeout,
+      disableReverseLookup: !listener.reverseLookup,
+    });
+    this.#server.greetingDelayMs = greetingDelayOf(listener);
+    if (deps.tls && (deps.tls.cert !== previousTls?.cert || deps.tls.key !== previousTls?.key)) {
+      // Renewed certificate files: new TLS handshakes use them.
+      this.#server.updateSecureContext({ key: deps.tls.key, cert: deps.tls.cert });
+    }
+  }
+
+  /** Stops accepting connections (a reload moves this address to another listener); sessions go on. */
+  stopAccepting(): void {
+    this.#server.server.close();
+  }
+
+  /** Listens again after stopAccepting() (the reload failed). */
+  async resumeAccepting(): Promise<void> {
+    await this.start();
+  }
+
+  /**
+   * Graceful stop (SIGTERM, or a listener a reload removed): no new connections; transactions
+   * in progress may finish within `deadlineMs`; every other session gets 421 4.3.2 (RFC 5321
+   * §3.8). Resolves when every connection is closed.
+   */
+  shutdown(deadlineMs: number): Promise<void> {
+    const { code, enhanced, text } = Replies.shuttingDown;
+    return this.#server.drain(deadlineMs, { code, text: `${enhanced} ${text}` });
+  }
+
+  /** Stop now: every session gets the 421 at once. */
+  close(): Promise<void> {
+    return this.shutdown(0);
   }
 
   #state(session: SMTPServerSession): SessionState {
@@ -174,7 +293,8 @@ export class Listener {
     const address = session.remoteAddress;
     const count = (this.#connectionsPerAddress.get(address) ?? 0) + 1;
     this.#connectionsPerAddress.set(address, count);
-    this.#sessions.set(session.id, { trusted: this.#isTrusted(address), transactionOpen: false, transactionStarted: 0 });
+    this.#sessions.set(session.id, { deps: this.#deps, trusted: this.#isTrusted(address), peer: address, transactionOpen: false, transactionStarted: 0 });
+    this.#deps.metrics.connectionOpened(this.name);
     if (count > this.#deps.config.limits.maxConnectionsPerIp) {
       return callback(replyError({ code: 421, enhanced: '4.7.0', text: 'Too many connections from your address, try again later' }));
     }
@@ -216,14 +336,19 @@ export class Listener {
   }
 
   async #openRelay(session: SMTPServerSession, state: SessionState): Promise<RelaySession> {
-    if (state.relay && !state.relay.closed) return state.relay;
+    const client = clientIdentity(session);
+    if (state.relay && !state.relay.closed) {
+      // A downstream session carries one client's identity (PROXY and XCLIENT are per
+      // connection). A filter peer that forwards another client now (connection caching) gets
+      // a new one, so the MTA never sees mail under the previous client's name.
+      // After a reload that changed the target, the next transaction goes to the new one.
+      if (state.relayTarget === state.deps.relay && (state.deps.relay.forward === 'none' || sameClient(state.relayClient, client))) return state.relay;
+      await state.relay.close();
+    }
     state.transactionOpen = false;
-    state.relay = await this.#deps.relay.open({
-      address: session.remoteAddress,
-      port: session.remotePort,
-      helo: session.hostNameAppearsAs || '',
-      protocol: session.openingCommand === 'HELO' ? 'SMTP' : 'ESMTP',
-    });
+    state.relay = await state.deps.relay.open(client);
+    state.relayTarget = state.deps.relay;
+    state.relayClient = client;
     if (state.credentials) {
       // The downstream connection was replaced: the new one must be the same user's.
       const reply = await state.relay.authenticate(state.credentials);
@@ -234,15 +359,27 @@ export class Listener {
 
   async #onMailFrom(address: SMTPServerAddress, session: SMTPServerSession): Promise<void> {
     const state = this.#state(session);
-    if (this.#deps.listener.role === 'submission' && !session.user && !state.trusted) {
+    // A transaction that never reached DATA ends here (its record is written).
+    this.#endWithoutData(state);
+    if (state.deps !== this.#deps) {
+      // A reload since the last transaction: this one runs with the new config, trust included.
+      state.deps = this.#deps;
+      state.trusted = this.#isTrusted(state.peer);
+    }
+    const deps = state.deps;
+    if (deps.listener.role === 'submission' && !session.user && !state.trusted) {
       // No signing oracle: nothing from an unauthenticated, untrusted client is ever signed.
       throw new SmtpReplyError(Replies.authRequired);
     }
-    if (this.#deps.listener.role === 'filter' && !state.trusted) throw new SmtpReplyError(Replies.relayDenied);
+    if (deps.listener.role === 'filter' && !state.trusted) throw new SmtpReplyError(Replies.relayDenied);
     state.spf = undefined;
-    if (this.#deps.listener.role === 'mx' && !state.trusted) {
+    const started = performance.now();
+    if (deps.listener.role === 'mx' && !state.trusted) {
       // Evaluated once per transaction here; enforced per recipient at RCPT TO (exemptions).
-      state.spf = await this.#deps.inbound.evaluateSpf(session.remoteAddress, address.address, session.hostNameAppearsAs || '');
+      state.spf = await deps.inbound.evaluateSpf(session.remoteAddress, address.address, session.hostNameAppearsAs || '');
+      for (const outcome of state.spf.all) deps.metrics.spfDuration(outcome.durationMs / 1000);
+      const { decisive } = state.spf;
+      deps.metrics.spfResult(decisive.identity, decisive.result, spfDecision(decisive, deps.config.inbound.spf).action);
     }
     const relay = await this.#openRelay(session, state);
     if (state.transactionOpen) {
@@ -253,74 +390,113 @@ export class Listener {
     const reply = await relay.mailFrom(address.address, mailParameters(address));
     if (reply.code >= 300) throw new SmtpReplyError(reply);
     state.transactionOpen = true;
-    state.transactionStarted = performance.now();
+    state.transactionStarted = started;
+    const spf = state.spf;
+    state.record = {
+      session: session.id,
+      listener: this.name,
+      client: session.remoteAddress,
+      ...(session.user ? { user: session.user } : {}),
+      from: address.address,
+      recipients: 0,
+      refusedRecipients: [],
+      ...(spf
+        ? {
+            spf: { result: spf.decisive.result, identity: spf.decisive.identity, domain: spf.decisive.domain, action: spfDecision(spf.decisive, deps.config.inbound.spf).action },
+          }
+        : {}),
+      durations: spf ? { spfMs: Math.round(spf.all.reduce((total, outcome) => total + outcome.durationMs, 0)) } : {},
+    };
   }
 
   async #onRcptTo(address: SMTPServerAddress, session: SMTPServerSession): Promise<void> {
     const state = this.#state(session);
-    if (session.envelope.rcptTo.length >= this.#deps.config.limits.maxRecipients) {
+    if (session.envelope.rcptTo.length >= state.deps.config.limits.maxRecipients) {
       // RFC 5321 §4.5.3.1.10: 452 for too many recipients; the client sends the rest later.
       throw new SmtpReplyError({ code: 452, enhanced: '4.5.3', text: 'Too many recipients' });
     }
-    if (this.#deps.listener.role === 'mx' && !state.trusted) this.#checkInboundRecipient(address.address, state);
+    if (state.deps.listener.role === 'mx' && !state.trusted) this.#checkInboundRecipient(address.address, state);
     if (!state.relay || state.relay.closed || !state.transactionOpen) throw new RelayError('protocol', 'downstream transaction is gone');
     // In step: the MTA's own reply for this recipient is the client's reply (PRODUCT.md §3).
     const reply = await state.relay.rcptTo(address.address, recipientParameters(address));
     if (reply.code >= 300) throw new SmtpReplyError(reply);
+    if (state.record) state.record.recipients++;
   }
 
   /** mx: no open relay, then the SPF policy (postmaster@/abuse@ exempt). Throws the refusal. */
   #checkInboundRecipient(recipient: string, state: SessionState): void {
     const domain = recipient.slice(recipient.lastIndexOf('@') + 1).toLowerCase();
-    const local = this.#deps.config.inbound.localDomains.some((pattern) =>
+    const { config, relay } = state.deps;
+    const local = config.inbound.localDomains.some((pattern) =>
       pattern.startsWith('*.') ? domain.endsWith(pattern.slice(1)) : domain === pattern,
     );
     // Every connection reaches the MTA from 127.0.0.1, so the MTA cannot tell the Internet from
-    // itself: sello refuses to relay (PRODUCT.md §3) until the MTA learns the real client.
-    if (!local) throw new SmtpReplyError(Replies.relayDenied);
-    if (!state.spf || isExemptRecipient(recipient, this.#deps.config.inbound.exemptRecipients)) return;
-    const decision = spfDecision(state.spf.decisive, this.#deps.config.inbound.spf);
+    // itself: sello refuses to relay (PRODUCT.md §3) unless this listener's relay makes the MTA
+    // judge the real client (XCLIENT, PROXY; XFORWARD only changes the MTA's logs).
+    if (!local && !mtaSeesRealClient(relay.forward)) throw new SmtpReplyError(Replies.relayDenied);
+    if (!state.spf || isExemptRecipient(recipient, config.inbound.exemptRecipients)) return;
+    const decision = spfDecision(state.spf.decisive, config.inbound.spf);
     if (decision.reply) throw new SmtpReplyError(decision.reply);
   }
 
   async #onData(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
     const state = this.#state(session);
+    const deps = state.deps;
     const chunks: Buffer[] = [];
     for await (const chunk of stream) chunks.push(chunk as Buffer);
-    const record: Record<string, unknown> = {
+    const record: TransactionRecord = state.record ?? {
       session: session.id,
       listener: this.name,
       client: session.remoteAddress,
-      user: session.user,
       from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
-      recipients: session.envelope.rcptTo.length,
+      recipients: 0,
+      refusedRecipients: [],
+      durations: {},
     };
+    state.record = undefined;
+    record.recipients = session.envelope.rcptTo.length;
+    let outcome: TransactionOutcome = 'deferred';
     try {
       if (stream.sizeExceeded) throw new SmtpReplyError(Replies.messageTooLarge);
       if (!state.relay || state.relay.closed || !state.transactionOpen) throw new RelayError('protocol', 'downstream transaction is gone');
-      const role = this.#deps.listener.role;
-      const prepared = await this.#deps.pipeline.process(Buffer.concat(chunks), {
+      const role = deps.listener.role;
+      const prepared = await deps.pipeline.process(Buffer.concat(chunks), {
         role,
-        signs: role === 'submission' || (role === 'filter' && this.#deps.listener.sign !== false),
+        signs: role === 'submission' || (role === 'filter' && deps.listener.sign !== false),
         ...(role === 'mx' && !state.trusted ? { check: { clientIp: session.remoteAddress, spf: state.spf } } : {}),
       });
-      if (state.spf) record.spf = { result: state.spf.decisive.result, identity: state.spf.decisive.identity, domain: state.spf.decisive.domain };
       if (prepared.inbound) {
         record.dkim = prepared.inbound.dkim?.signatures.map(({ domain, selector, result }) => ({ domain, selector, result }));
-        record.dmarc = prepared.inbound.dmarc?.result;
+        if (prepared.inbound.dmarc) record.dmarc = prepared.inbound.dmarc.result;
+        if (prepared.inbound.arc) record.arc = prepared.inbound.arc.result;
       }
       record.size = prepared.size;
-      record.signing = prepared.signing;
+      if (prepared.signing.signed) {
+        record.signatures = prepared.signing.signatures;
+        record.durations.signingMs = Math.round((prepared.signingMs ?? 0) * 1000) / 1000;
+      } else {
+        record.unsigned = prepared.signing.reason;
+      }
+      const relayStarted = performance.now();
       const reply = await state.relay.data(prepared.chunks);
+      const relayMs = performance.now() - relayStarted;
+      deps.metrics.relayDuration(deps.relay.description, relayMs / 1000);
+      record.durations.relayMs = Math.round(relayMs);
       state.transactionOpen = false;
       // LMTP folds per-recipient replies into one; the log keeps each (a partial failure means a retry).
-      record.relay = { code: reply.code, queueId: reply.queueId, ...(reply.recipientReplies ? { recipients: reply.recipientReplies } : {}) };
+      record.relay = {
+        relay: deps.relay.description,
+        code: reply.code,
+        ...(reply.queueId ? { queueId: reply.queueId } : {}),
+        ...(reply.recipientReplies ? { recipients: reply.recipientReplies } : {}),
+      };
       if (reply.code !== 250) throw new SmtpReplyError(reply);
       // PRODUCT.md §3: 250 only now, after the MTA's 250 for the same bytes.
-      record.outcome = 'relayed';
+      outcome = 'relayed';
+      if (!prepared.signing.signed) deps.metrics.unsigned(this.name, prepared.signing.reason);
       return `2.0.0 OK${reply.queueId ? `: queued as ${reply.queueId}` : ''}`;
     } catch (error) {
-      record.outcome = 'refused';
+      outcome = replyCodeOf(error) >= 500 ? 'rejected' : 'deferred';
       record.error = error instanceof Error ? error.message : String(error);
       if (state.transactionOpen && state.relay && !state.relay.closed) {
         // Refusing after DATA aborts the downstream transaction: the final dot is never sent.
@@ -329,19 +505,41 @@ export class Listener {
       state.transactionOpen = false;
       throw error;
     } finally {
-      record.durationMs = Math.round(performance.now() - state.transactionStarted);
-      this.#deps.logger.info(record, 'transaction');
+      const totalMs = performance.now() - state.transactionStarted;
+      record.outcome = outcome;
+      record.durations.totalMs = Math.round(totalMs);
+      deps.metrics.transaction(this.name, outcome, totalMs / 1000);
+      deps.logger.info(record, 'transaction');
     }
   }
 
   #onClose(session: SMTPServerSession): void {
     const state = this.#sessions.get(session.id);
     this.#sessions.delete(session.id);
-    const count = (this.#connectionsPerAddress.get(session.remoteAddress) ?? 1) - 1;
-    if (count > 0) this.#connectionsPerAddress.set(session.remoteAddress, count);
-    else this.#connectionsPerAddress.delete(session.remoteAddress);
+    const peer = state?.peer ?? session.remoteAddress;
+    const count = (this.#connectionsPerAddress.get(peer) ?? 1) - 1;
+    if (count > 0) this.#connectionsPerAddress.set(peer, count);
+    else this.#connectionsPerAddress.delete(peer);
     // QUIT without a final dot: an unfinished transaction is abandoned downstream too.
     void state?.relay?.close();
+    if (state) {
+      this.#endWithoutData(state);
+      state.deps.metrics.connectionClosed(this.name);
+    }
+  }
+
+  /**
+   * Writes the record of a transaction that ended before DATA. Its outcome is what the client
+   * was told: every recipient refused → rejected (a 5xx among them) or deferred; else abandoned.
+   */
+  #endWithoutData(state: SessionState): void {
+    const record = state.record;
+    if (!record) return;
+    state.record = undefined;
+    const refused = record.refusedRecipients;
+    record.outcome = record.recipients === 0 && refused.length > 0 ? (refused.some((code) => code >= 500) ? 'rejected' : 'deferred') : 'abandoned';
+    record.durations.totalMs = Math.round(performance.now() - state.transactionStarted);
+    state.deps.logger.info(record, 'transaction');
   }
 
   #hook(session: SMTPServerSession, callback: (error?: Error | null) => void, work: () => Promise<void>): void {
@@ -355,8 +553,10 @@ export class Listener {
   #toReplyError(error: unknown, session: SMTPServerSession): Error {
     if (error instanceof SmtpReplyError) return replyError(error.reply);
     const state = this.#sessions.get(session.id);
+    const deps = state?.deps ?? this.#deps;
     if (error instanceof RelayError) {
-      this.#deps.logger.warn({ session: session.id, listener: this.name, kind: error.kind, err: error.message }, 'relay error');
+      deps.metrics.relayError(deps.relay.description, error.kind);
+      deps.logger.warn({ session: session.id, listener: this.name, kind: error.kind, err: error.message }, 'relay error');
       if (state?.relay) {
         void state.relay.close();
         state.relay = undefined;
@@ -364,7 +564,7 @@ export class Listener {
       }
       return replyError(error.reply);
     }
-    this.#deps.logger.error({ session: session.id, listener: this.name, err: error }, 'unexpected error');
+    deps.logger.error({ session: session.id, listener: this.name, err: error }, 'unexpected error');
     return replyError(Replies.localError);
   }
 }

@@ -9,28 +9,64 @@
 //    was never sent and Exim deferred the message (seen in test/interop/exim-content-filter).
 //    Here sockets stay half-open (allowHalfOpen), a write-only socket still counts as open for
 //    replies, and once every pipelined command has been answered sello closes its side.
+// 3. Reply accounting: connection.send() is the single write site of every reply, smtp-server's
+//    own included (503 sequence errors, 501 syntax errors, 552 size); it is wrapped to report
+//    (stage, code) to the listener's metrics.
+// 4. Graceful drain: SMTPServer.close() answers every command with a bare "421 Server shutting
+//    down" at once, even inside a transaction, then cuts everyone after closeTimeout; drain()
+//    lets transactions finish first (see it).
 // Must not: change anything else about the connection.
 
 import net from 'node:net';
 import { TLSSocket } from 'node:tls';
-import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
+import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import type { ReplyStage } from '../observability/metrics.ts';
+
+export interface PromptServerHooks {
+  /**
+   * Every reply written to a client: its code and the stage of the command it answers (the
+   * greeting and connection refusals: connect; AUTH continuation lines: auth; the reply after the
+   * message: data). Replies to other commands (RSET, NOOP, STARTTLS, QUIT …) have no stage.
+   * Unsolicited replies (idle timeout, shutdown) count under the last command's stage.
+   */
+  onReply?(stage: ReplyStage | undefined, code: number): void;
+}
+
+const STAGES: Readonly<Record<string, ReplyStage>> = { HELO: 'helo', EHLO: 'helo', LHLO: 'helo', AUTH: 'auth', MAIL: 'mail', RCPT: 'rcpt', DATA: 'data' };
+
+/** Grace after the drain deadline for the final 421 to be written before sockets are destroyed. */
+const FINAL_REPLY_GRACE_MS = 1000;
 
 /** The private parts of smtp-server this relies on; a test pins the behaviour. */
 interface ConnectionInternals {
   init(): void;
   _setListeners(callback: () => void): void;
   connectionReady(): void;
-  send(code: number, text: string, context?: unknown): void;
+  send(code: number, text: string | string[], context?: unknown): void;
   close(): void;
   _parser?: { once(event: 'finish', listener: () => void): void } | false;
+  _onCommand(command: Buffer, callback?: () => void): void;
+  /** Set while an AUTH exchange waits for the client's next line. */
+  _nextHandler: unknown;
+  /** A command's handler has not called back yet. */
+  _handlerPending: boolean;
+  /** The message is being received or decided on. */
+  _dataStream: unknown;
+  session: SMTPServerSession | undefined;
   name: string;
   on(event: string, listener: (value: unknown) => void): void;
 }
 interface ServerInternals {
-  connections: Set<unknown>;
+  connections: Set<ConnectionInternals>;
+  _pendingSockets: Map<net.Socket, net.Socket>;
   _onError(error: unknown): void;
   _onClientConnect(data: unknown): void;
+}
+
+/** In a mail transaction: MAIL accepted, a command being decided, or a message under way. */
+function inTransaction(connection: ConnectionInternals): boolean {
+  return connection._handlerPending || Boolean(connection._dataStream) || Boolean(connection.session?.envelope?.mailFrom);
 }
 
 const socketReadyState = Object.getOwnPropertyDescriptor(net.Socket.prototype, 'readyState')?.get;
@@ -48,12 +84,22 @@ function answerHalfClosedClients(socket: net.Socket): void {
 }
 
 export class PromptSMTPServer extends SMTPServer {
-  readonly greetingDelayMs: number;
+  /** Not readonly: a config reload may change it for new connections. */
+  greetingDelayMs: number;
+  readonly #hooks: PromptServerHooks;
+  readonly #sockets = new Set<net.Socket>();
+  /** Set by drain(): the 421 every session outside a transaction gets. */
+  #drainReply: { code: number; text: string } | undefined;
+  /** The running drain: resolves when every socket is gone; `deadline` ends the wait. */
+  #drain: { done: Promise<void>; deadlineAt: number; timer: NodeJS.Timeout } | undefined;
+  /** After the deadline: the sockets still open are destroyed when it fires. */
+  #graceTimer: NodeJS.Timeout | undefined;
 
-  constructor(options: SMTPServerOptions, greetingDelayMs: number) {
+  constructor(options: SMTPServerOptions, greetingDelayMs: number, hooks: PromptServerHooks = {}) {
     // smtp-server hands its options to net.createServer / tls.createServer.
     super({ ...options, allowHalfOpen: true } as SMTPServerOptions);
     this.greetingDelayMs = greetingDelayMs;
+    this.#hooks = hooks;
   }
 
   override connect(socket: net.Socket, socketOptions: unknown): void {
@@ -63,7 +109,10 @@ export class PromptSMTPServer extends SMTPServer {
     const connection = new Connection(this, socket, socketOptions);
     // The parser finishes once the client's input has ended and every command in it (QUIT
     // included) has been answered: nothing more can come, so close our side too.
-    connection._parser?.once('finish', () => setImmediate(() => connection.close()));
+    if (connection._parser) connection._parser.once('finish', () => setImmediate(() => connection.close()));
+    this.#sockets.add(socket);
+    socket.once('close', () => this.#sockets.delete(socket));
+    this.#observe(connection);
     server.connections.add(connection);
     connection.on('error', (error) => server._onError(error));
     connection.on('connect', (data) => server._onClientConnect(data));
@@ -73,8 +122,84 @@ export class PromptSMTPServer extends SMTPServer {
         connection.send(421, `${connection.name} Too many connected clients, try again in a moment`, false);
         return;
       }
+      if (this.#drainReply) {
+        connection.send(this.#drainReply.code, this.#drainReply.text, false);
+        return;
+      }
       if (this.greetingDelayMs > 0) setTimeout(() => connection.connectionReady(), this.greetingDelayMs).unref();
       else connection.connectionReady();
     });
+  }
+
+  /** Wraps the connection's single reply write site and its command dispatch. */
+  #observe(connection: ConnectionInternals): void {
+    let stage: ReplyStage | undefined = 'connect';
+    const send = connection.send.bind(connection);
+    connection.send = (code, text, context) => {
+      this.#hooks.onReply?.(stage, code);
+      send(code, text, context);
+    };
+    const onCommand = connection._onCommand.bind(connection);
+    connection._onCommand = (command, callback) => {
+      const name = (command || '').toString().split(' ')[0]?.toUpperCase() ?? '';
+      // An AUTH continuation line is no command of its own: it stays in the auth stage.
+      if (!connection._nextHandler) stage = STAGES[name];
+      // Draining: a session may finish its transaction; anything else ends the session (QUIT
+      // still gets its 221). RFC 5321 §3.8: a server that must shut down answers 421.
+      if (this.#drainReply && name !== 'QUIT' && !inTransaction(connection)) {
+        connection.send(this.#drainReply.code, this.#drainReply.text, false);
+        return;
+      }
+      onCommand(command, callback);
+    };
+  }
+
+  /**
+   * Graceful shutdown: stop accepting at once (new connections are then refused by the OS);
+   * sessions outside a transaction get `reply` (a 421, which closes them) now; a session inside
+   * one may finish it, and its next command gets the 421. At `deadlineMs` everyone still
+   * connected gets the 421 and every socket is destroyed shortly after. Resolves when all are
+   * gone. Called again while draining, an earlier deadline replaces the later one.
+   */
+  drain(deadlineMs: number, reply: { code: number; text: string }): Promise<void> {
+    const deadlineAt = performance.now() + deadlineMs;
+    if (this.#drain) {
+      if (deadlineAt < this.#drain.deadlineAt) {
+        clearTimeout(this.#drain.timer);
+        this.#drain.deadlineAt = deadlineAt;
+        this.#drain.timer = setTimeout(() => this.#cutAll(), deadlineMs);
+      }
+      return this.#drain.done;
+    }
+    this.#drainReply = reply;
+    const server = this as unknown as ServerInternals;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    // Sockets still in a TLS handshake or waiting for a PROXY header have no session yet.
+    for (const socket of server._pendingSockets.values()) socket.destroy();
+    for (const connection of [...server.connections]) {
+      if (!inTransaction(connection)) connection.send(reply.code, reply.text, false);
+    }
+    const drain = { done: closed, deadlineAt, timer: setTimeout(() => this.#cutAll(), deadlineMs) };
+    drain.done = closed.finally(() => {
+      clearTimeout(drain.timer);
+      clearTimeout(this.#graceTimer);
+    });
+    this.#drain = drain;
+    return drain.done;
+  }
+
+  /** The deadline: the 421 to every session left, then the sockets go. */
+  #cutAll(): void {
+    const server = this as unknown as ServerInternals;
+    const reply = this.#drainReply;
+    if (reply) for (const connection of [...server.connections]) connection.send(reply.code, reply.text, false);
+    this.#graceTimer ??= setTimeout(() => {
+      for (const socket of this.#sockets) socket.destroy();
+    }, FINAL_REPLY_GRACE_MS);
+  }
+
+  /** Whether drain() has begun. */
+  get draining(): boolean {
+    return this.#drainReply !== undefined;
   }
 }

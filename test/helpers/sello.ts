@@ -7,10 +7,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
-import { startSello, type RunningSello } from '../../src/app.ts';
+import { startSello, type RunningSello, type StartOptions } from '../../src/app.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import type { Config } from '../../src/config/schema.ts';
-import { silentLogger } from '../../src/observability/logger.ts';
+import { silentLogger, type Logger } from '../../src/observability/logger.ts';
 import { dnsRecordValue, generateKey, loadKey, writeKey } from '../../src/signing/keys.ts';
 
 export interface TestKey {
@@ -53,7 +53,10 @@ export function recordsResolver(records: Map<string, string>) {
  * Starts sello with `overrides` merged over a base config (listeners on 127.0.0.1:0), keys made
  * for `keys`, signing table from them unless overridden. Stopped when the test ends.
  */
-export async function startTestSello(t: TestContext, input: { keys?: TestKey[]; config: Record<string, unknown> }): Promise<TestSello> {
+export async function startTestSello(
+  t: TestContext,
+  input: { keys?: TestKey[]; config: Record<string, unknown>; logger?: Logger; options?: StartOptions },
+): Promise<TestSello> {
   const { keysDir, records } = await makeKeys(input.keys ?? []);
   t.after(() => rm(keysDir, { recursive: true, force: true }));
   const domains: Record<string, string[]> = {};
@@ -64,7 +67,7 @@ export async function startTestSello(t: TestContext, input: { keys?: TestKey[]; 
     ...input.config,
     signing: { keysDir, domains, ...(raw.signing ?? {}) },
   });
-  const running = await startSello(config, silentLogger());
+  const running = await startSello(config, input.logger ?? silentLogger(), input.options);
   t.after(() => running.close());
   return {
     config,

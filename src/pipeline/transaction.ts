@@ -76,7 +76,7 @@ export class MessagePipeline {
     let signingMs = 0;
     const started = performance.now();
     try {
-      signing = this.#signer.sign(split, { requireSingleFrom: options.role === 'submission' });
+      signing = await this.#signer.sign(split, { requireSingleFrom: options.role === 'submission' });
       if (signing.signed) {
         signingMs = performance.now() - started;
         this.#metrics.signingDuration(signingMs / 1000);

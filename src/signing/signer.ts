@@ -39,7 +39,7 @@ export class Signer {
   }
 
   /** Throws SmtpReplyError (From rule) or SigningError (never silently unsigned). */
-  sign(message: SplitMessage, options: SignerOptions): SigningResult {
+  async sign(message: SplitMessage, options: SignerOptions): Promise<SigningResult> {
     let fromDomain: string;
     try {
       fromDomain = singleFromAddress(message.header).domain;
@@ -58,7 +58,7 @@ export class Signer {
     const signatures = keys.map((key) => ({ domain: key.domain, selector: key.selector, algorithm: `${key.algorithm}-sha256` as const }));
     let headerLines: string;
     try {
-      headerLines = createSignatures(message.header, message.body, keys, {
+      headerLines = await createSignatures(message.header, message.body, keys, {
         signedFields: this.#config.headers,
         oversignedFields: this.#config.oversign,
         now: this.#now(),

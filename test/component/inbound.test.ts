@@ -58,9 +58,9 @@ async function setup(t: TestContext, inbound: Record<string, unknown> = {}): Pro
 const message = (from: string, body = 'Hello.\r\n') =>
   Buffer.from(`From: ${from}\r\nTo: bob@example.net\r\nSubject: inbound\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <in@x>\r\n\r\n${body}`);
 
-function signed(body = 'Hello.\r\n'): Buffer {
+async function signed(body = 'Hello.\r\n'): Promise<Buffer> {
   const header = Buffer.from('From: Sam <sam@signed.example>\r\nTo: bob@example.net\r\nSubject: signed\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n');
-  const signature = createSignatures(header, Buffer.from(body), [{ domain: 'signed.example', selector: 's1', algorithm: 'rsa', privateKey: dkimKey.privateKey }], {
+  const signature = await createSignatures(header, Buffer.from(body), [{ domain: 'signed.example', selector: 's1', algorithm: 'rsa', privateKey: dkimKey.privateKey }], {
     signedFields: ['From', 'To', 'Subject', 'Date'],
     oversignedFields: [],
     now: new Date(),
@@ -192,8 +192,8 @@ test('an mx listener offers no AUTH and waits 100 ms before greeting by default'
 
 test('DKIM + DMARC p=reject: intact → dkim=pass dmarc=pass; altered body → dkim=fail dmarc=fail; enforcement → 550 5.7.1', async (t) => {
   const tagging = await setup(t);
-  await sendMail(tagging.port, { from: 'sam@signed.example', to: ['bob@example.net'], data: signed() }, { localAddress: '127.0.0.2' });
-  const tampered = Buffer.from(signed().toString('latin1').replace('Hello.', 'Hello, changed.'), 'latin1');
+  await sendMail(tagging.port, { from: 'sam@signed.example', to: ['bob@example.net'], data: await signed() }, { localAddress: '127.0.0.2' });
+  const tampered = Buffer.from((await signed()).toString('latin1').replace('Hello.', 'Hello, changed.'), 'latin1');
   await sendMail(tagging.port, { from: 'sam@signed.example', to: ['bob@example.net'], data: tampered }, { localAddress: '127.0.0.2' });
   const [intact, altered] = tagging.sink.messages.map((m) => parseAuthenticationResults(field(m.data, 'Authentication-Results')[0]!));
   const summary = (r: ReturnType<typeof parseAuthenticationResults>) => r.resinfos.map((x) => `${x.method}=${x.result}`);
@@ -207,7 +207,7 @@ test('DKIM + DMARC p=reject: intact → dkim=pass dmarc=pass; altered body → d
   const refused = await sendMail(enforcing.port, { from: 'sam@signed.example', to: ['bob@example.net'], data: tampered }, { localAddress: '127.0.0.2' });
   assert.equal(refused.data, '550 5.7.1 Message rejected by the DMARC policy of signed.example');
   assert.equal(enforcing.sink.messages.length, 0);
-  const accepted = await sendMail(enforcing.port, { from: 'sam@signed.example', to: ['bob@example.net'], data: signed() }, { localAddress: '127.0.0.2' });
+  const accepted = await sendMail(enforcing.port, { from: 'sam@signed.example', to: ['bob@example.net'], data: await signed() }, { localAddress: '127.0.0.2' });
   assert.match(accepted.data ?? '', /^250 /);
 });
 

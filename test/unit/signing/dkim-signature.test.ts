@@ -18,7 +18,7 @@ test('h= lists each present field bottom-up and each oversigned field once more,
 test('signatures verify; t= and x= come from the injected clock; no l=', async () => {
   const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const header = Buffer.from('From: a@example.com\r\nSubject: s\r\n');
-  const lines = createSignatures(header, Buffer.from('body\r\n'), [{ domain: 'example.com', selector: 's', algorithm: 'rsa', privateKey: rsa.privateKey }], {
+  const lines = await createSignatures(header, Buffer.from('body\r\n'), [{ domain: 'example.com', selector: 's', algorithm: 'rsa', privateKey: rsa.privateKey }], {
     signedFields: ['From', 'Subject'],
     oversignedFields: ['From', 'Subject'],
     now: new Date('2026-11-23T00:00:00Z'),
@@ -34,9 +34,9 @@ test('signatures verify; t= and x= come from the injected clock; no l=', async (
   assert.equal(result.results[0]?.status?.result, 'pass');
 });
 
-test('no From header → SigningError (RFC 6376 §5.4: From must be signed)', () => {
+test('no From header → SigningError (RFC 6376 §5.4: From must be signed)', async () => {
   const ed = generateKeyPairSync('ed25519');
-  assert.throws(
+  await assert.rejects(
     () => createSignatures(Buffer.from('Subject: s\r\n'), Buffer.alloc(0), [{ domain: 'd.test', selector: 's', algorithm: 'ed25519', privateKey: ed.privateKey }], {
       signedFields: ['From', 'Subject'], oversignedFields: [], now: new Date(), expiryMs: false,
     }),

@@ -1,23 +1,17 @@
 // `sello check-config [--config FILE]`: validate config, keys, certificates and relay targets
 // without starting anything. Exit 0 when sello would start, 1 with the failing key path otherwise.
 
-import { parseArgs } from 'node:util';
 import { loadSigning, relayTargetFor } from '../app.ts';
 import { loadConfig } from '../config/load.ts';
-import { UsageError } from '../errors.ts';
 import { loadTlsMaterial } from '../smtp/tls.ts';
 import { configPath } from './config-path.ts';
+import { parseCommandArgs } from './args.ts';
 import type { Command } from './io.ts';
 
 const usage = 'usage: sello check-config [--config FILE]\n';
 
 export const checkConfigCommand: Command = async (args, io) => {
-  let values;
-  try {
-    ({ values } = parseArgs({ args, options: { config: { type: 'string' }, help: { type: 'boolean' } }, strict: true }));
-  } catch (error) {
-    throw new UsageError(`${(error as Error).message}\n${usage}`);
-  }
+  const { values } = parseCommandArgs('check-config', { args, options: { config: { type: 'string' } } });
   if (values.help) {
     io.stdout(usage);
     return 0;

@@ -2,9 +2,9 @@
 // (PKCS#8 or PKCS#1). Owns: this command's flags and output.
 // Must not: create, change or move key files, touch DNS, or call process.exit.
 
-import { parseArgs } from 'node:util';
 import { KeyError, UsageError } from '../errors.ts';
 import { dnsRecordValue, formatRecord, isRecordFormat, keyPath, loadKey, validateDomain, validateSelector } from '../signing/keys.ts';
+import { parseCommandArgs } from './args.ts';
 import type { Command } from './io.ts';
 
 export const dnsRecordUsage = `usage: sello dns-record <domain> <selector> [options]
@@ -20,21 +20,14 @@ options:
 `;
 
 export const dnsRecordCommand: Command = async (args, io) => {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        format: { type: 'string' },
-        'keys-dir': { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (error) {
-    throw new UsageError(`${error instanceof Error ? error.message : String(error)} (see sello dns-record --help)`);
-  }
+  const parsed = parseCommandArgs('dns-record', {
+    args,
+    allowPositionals: true,
+    options: {
+      format: { type: 'string' },
+      'keys-dir': { type: 'string' },
+    },
+  });
   const { values, positionals } = parsed;
   if (values.help) {
     io.stdout(dnsRecordUsage);

@@ -9,7 +9,6 @@ import { createPublicKey } from 'node:crypto';
 import { readdir, stat } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { dirname, join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.ts';
 import { hostPort, parseDuration } from '../config/schema.ts';
 import { createResolver, type DnsServerAddress } from '../dns/resolver.ts';
@@ -17,6 +16,7 @@ import { KeyError, UsageError } from '../errors.ts';
 import { keyPath, loadKey, recordName, validateDomain, validateSelector, type KeyAlgorithm, type LoadedKey } from '../signing/keys.ts';
 import { SigningTable } from '../signing/table.ts';
 import { configPath } from './config-path.ts';
+import { parseCommandArgs } from './args.ts';
 import type { CliIo, Command } from './io.ts';
 
 export const keycheckUsage = `usage: sello keycheck [<domain> [<selector>]] [options]
@@ -105,24 +105,17 @@ interface KeycheckOptions {
 }
 
 function parseKeycheckArgs(args: string[]): KeycheckOptions | 'help' {
-  let parsed;
-  try {
-    parsed = parseArgs({
+  const parsed = parseCommandArgs('keycheck', {
       args,
       allowPositionals: true,
-      strict: true,
       options: {
         config: { type: 'string' },
         'keys-dir': { type: 'string' },
         dns: { type: 'string', multiple: true },
         timeout: { type: 'string' },
         format: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
       },
     });
-  } catch (error) {
-    throw new UsageError(`${error instanceof Error ? error.message : String(error)} (see sello keycheck --help)`);
-  }
   const { values, positionals } = parsed;
   if (values.help) return 'help';
   if (positionals.length > 2) {

@@ -4,7 +4,6 @@
 
 import { createPrivateKey } from 'node:crypto';
 import { lstat } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
 import { KeyError, UsageError } from '../errors.ts';
 import {
   dnsRecordValue,
@@ -21,6 +20,7 @@ import {
   type KeyAlgorithm,
   type RsaKeySize,
 } from '../signing/keys.ts';
+import { parseCommandArgs } from './args.ts';
 import type { CliIo, Command } from './io.ts';
 
 export const keygenUsage = `usage: sello keygen <domain> [options]
@@ -117,22 +117,18 @@ interface KeygenOptions {
 }
 
 function parseKeygenArgs(args: string[]): KeygenOptions | 'help' {
-  const { values, positionals } = usage(() =>
-    parseArgs({
-      args,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        selector: { type: 'string' },
-        algorithm: { type: 'string' },
-        bits: { type: 'string' },
-        format: { type: 'string' },
-        'keys-dir': { type: 'string' },
-        'if-missing': { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }),
-  );
+  const { values, positionals } = parseCommandArgs('keygen', {
+    args,
+    allowPositionals: true,
+    options: {
+      selector: { type: 'string' },
+      algorithm: { type: 'string' },
+      bits: { type: 'string' },
+      format: { type: 'string' },
+      'keys-dir': { type: 'string' },
+      'if-missing': { type: 'boolean' },
+    },
+  });
   if (values.help) return 'help';
   if (positionals.length !== 1) {
     throw new UsageError(`expected exactly one domain, got ${String(positionals.length)} arguments (see sello keygen --help)`);

@@ -3,23 +3,17 @@
 // them atomically or keeps the old ones), SIGTERM/SIGINT drain within shutdown.deadline and a
 // second one stops at once. Must not: hold server logic (app.ts).
 
-import { parseArgs } from 'node:util';
 import { startSello, type RunningSello } from '../app.ts';
 import { loadConfig } from '../config/load.ts';
-import { UsageError } from '../errors.ts';
 import { createLogger } from '../observability/logger.ts';
 import { configPath } from './config-path.ts';
+import { parseCommandArgs } from './args.ts';
 import type { Command } from './io.ts';
 
 const usage = 'usage: sello serve [--config FILE]   (default: $SELLO_CONFIG or config/sello.yaml)\n';
 
 export const serveCommand: Command = async (args, io) => {
-  let values;
-  try {
-    ({ values } = parseArgs({ args, options: { config: { type: 'string' }, help: { type: 'boolean' } }, strict: true }));
-  } catch (error) {
-    throw new UsageError(`${(error as Error).message}\n${usage}`);
-  }
+  const { values } = parseCommandArgs('serve', { args, options: { config: { type: 'string' } } });
   if (values.help) {
     io.stdout(usage);
     return 0;

@@ -4,13 +4,13 @@
 // Exit 0 signed; 1 not signed (reason on stderr, nothing on stdout: never silently unsigned).
 
 import { buffer } from 'node:stream/consumers';
-import { parseArgs } from 'node:util';
 import { loadSigning } from '../app.ts';
 import { loadConfig, parseConfig } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
 import { formatReply, SmtpReplyError, UsageError } from '../errors.ts';
 import { MessagePipeline } from '../pipeline/transaction.ts';
 import { configPath } from './config-path.ts';
+import { parseCommandArgs } from './args.ts';
 import type { Command } from './io.ts';
 
 const usage = `usage: sello sign [--config FILE] < message > signed
@@ -18,22 +18,15 @@ const usage = `usage: sello sign [--config FILE] < message > signed
 `;
 
 export const signCommand: Command = async (args, io) => {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        config: { type: 'string' },
-        'keys-dir': { type: 'string' },
-        domain: { type: 'string' },
-        selector: { type: 'string', multiple: true },
-        help: { type: 'boolean' },
-      },
-      strict: true,
-    }));
-  } catch (error) {
-    throw new UsageError(`${(error as Error).message}\n${usage}`);
-  }
+  const { values } = parseCommandArgs('sign', {
+    args,
+    options: {
+      config: { type: 'string' },
+      'keys-dir': { type: 'string' },
+      domain: { type: 'string' },
+      selector: { type: 'string', multiple: true },
+    },
+  });
   if (values.help) {
     io.stdout(usage);
     return 0;

@@ -5,12 +5,12 @@
 
 import { isIP } from 'node:net';
 import os from 'node:os';
-import { parseArgs } from 'node:util';
 import { checkSpf, DEFAULT_SPF_TIME_BUDGET_MS } from '../checks/spf.ts';
 import { hostPort, parseDuration } from '../config/schema.ts';
 import { createResolver, systemServers, type DnsServerAddress } from '../dns/resolver.ts';
 import { UsageError } from '../errors.ts';
 import { formatReceivedSpf } from '../pipeline/received-spf.ts';
+import { parseCommandArgs } from './args.ts';
 import type { Command } from './io.ts';
 
 export const spfUsage = `usage: sello spf --ip IP --sender ADDR --helo NAME [options]
@@ -42,26 +42,19 @@ exit status:
 const DEFAULT_QUERY_TIMEOUT_MS = 5000;
 
 export const spfCommand: Command = async (args, io) => {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: false,
-      strict: true,
-      options: {
-        ip: { type: 'string' },
-        sender: { type: 'string' },
-        helo: { type: 'string' },
-        identity: { type: 'string' },
-        dns: { type: 'string', multiple: true },
-        timeout: { type: 'string' },
-        receiver: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (error) {
-    throw new UsageError(`${error instanceof Error ? error.message : String(error)} (see sello spf --help)`);
-  }
+  const parsed = parseCommandArgs('spf', {
+    args,
+    allowPositionals: false,
+    options: {
+      ip: { type: 'string' },
+      sender: { type: 'string' },
+      helo: { type: 'string' },
+      identity: { type: 'string' },
+      dns: { type: 'string', multiple: true },
+      timeout: { type: 'string' },
+      receiver: { type: 'string' },
+    },
+  });
   const { values } = parsed;
   if (values.help) {
     io.stdout(spfUsage);

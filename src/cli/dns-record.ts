@@ -2,9 +2,9 @@
 // (PKCS#8 or PKCS#1). Owns: this command's flags and output.
 // Must not: create, change or move key files, touch DNS, or call process.exit.
 
-import { KeyError, UsageError } from '../errors.ts';
+import { UsageError } from '../errors.ts';
 import { dnsRecordValue, formatRecord, isRecordFormat, keyPath, loadKey, validateDomain, validateSelector } from '../signing/keys.ts';
-import { parseCommandArgs } from './args.ts';
+import { asUsage, parseCommandArgs } from './args.ts';
 import type { Command } from './io.ts';
 
 export const dnsRecordUsage = `usage: sello dns-record <domain> <selector> [options]
@@ -40,15 +40,8 @@ export const dnsRecordCommand: Command = async (args, io) => {
   if (!isRecordFormat(format)) throw new UsageError(`--format must be bind, value or json, not ${JSON.stringify(format)}`);
   const keysDir = values['keys-dir'] ?? 'keys';
   if (keysDir === '') throw new UsageError('--keys-dir must not be empty');
-  let domain: string;
-  let selector: string;
-  try {
-    domain = validateDomain(positionals[0] ?? '');
-    selector = validateSelector(positionals[1] ?? '');
-  } catch (error) {
-    if (error instanceof KeyError) throw new UsageError(error.message);
-    throw error;
-  }
+  const domain = asUsage(() => validateDomain(positionals[0] ?? ''));
+  const selector = asUsage(() => validateSelector(positionals[1] ?? ''));
 
   const key = await loadKey(keyPath(keysDir, domain, selector));
   for (const warning of key.warnings) io.stderr(`warning: ${warning}\n`);

@@ -7,16 +7,15 @@
 
 import { createPublicKey } from 'node:crypto';
 import { readdir, stat } from 'node:fs/promises';
-import { isIP } from 'node:net';
 import { dirname, join } from 'node:path';
 import { loadConfig } from '../config/load.ts';
-import { hostPort, parseDuration } from '../config/schema.ts';
+import { parseDuration } from '../config/schema.ts';
 import { createResolver, type DnsServerAddress } from '../dns/resolver.ts';
 import { KeyError, UsageError } from '../errors.ts';
 import { keyPath, loadKey, recordName, validateDomain, validateSelector, type KeyAlgorithm, type LoadedKey } from '../signing/keys.ts';
 import { SigningTable } from '../signing/table.ts';
 import { configPath } from './config-path.ts';
-import { parseCommandArgs } from './args.ts';
+import { asUsage, parseCommandArgs, parseDnsServerFlag } from './args.ts';
 import type { CliIo, Command } from './io.ts';
 
 export const keycheckUsage = `usage: sello keycheck [<domain> [<selector>]] [options]
@@ -137,7 +136,7 @@ function parseKeycheckArgs(args: string[]): KeycheckOptions | 'help' {
     selector: selector === undefined ? undefined : asUsage(() => validateSelector(selector)),
     config: values.config,
     keysDir: values['keys-dir'],
-    dns: values.dns?.map(parseServer),
+    dns: values.dns?.map(parseDnsServerFlag),
     timeoutMs,
     format,
   };
@@ -392,25 +391,6 @@ function formatText(checks: readonly KeyCheck[]): string {
     .map(([state, count]) => `${String(count)} ${state}`);
   lines.push(`${String(checks.length)} key(s): ${counts.join(', ')}`);
   return `${lines.join('\n')}\n`;
-}
-
-function parseServer(value: string): DnsServerAddress {
-  if (isIP(value) !== 0) return { host: value, port: 53 };
-  const parsed = hostPort.safeParse(value);
-  if (!parsed.success || parsed.data.port === 0) {
-    throw new UsageError(`--dns must be HOST:PORT, [IPv6]:PORT or an address, not ${JSON.stringify(value)}`);
-  }
-  return parsed.data;
-}
-
-/** A bad command-line name (KeyError from a validator) is a usage error. */
-function asUsage<T>(validate: () => T): T {
-  try {
-    return validate();
-  } catch (error) {
-    if (error instanceof KeyError) throw new UsageError(error.message);
-    throw error;
-  }
 }
 
 function errorCode(error: unknown): string | undefined {

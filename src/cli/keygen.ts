@@ -20,7 +20,7 @@ import {
   type KeyAlgorithm,
   type RsaKeySize,
 } from '../signing/keys.ts';
-import { parseCommandArgs } from './args.ts';
+import { asUsage, parseCommandArgs } from './args.ts';
 import type { CliIo, Command } from './io.ts';
 
 export const keygenUsage = `usage: sello keygen <domain> [options]
@@ -71,7 +71,7 @@ export function createKeygenCommand(now: () => Date = () => new Date()): Command
     // Check every target first, so `--algorithm both` writes both keys or neither.
     const targets = [];
     for (const { algorithm, selector } of plan) {
-      const validSelector = usage(() => validateSelector(selector));
+      const validSelector = asUsage(() => validateSelector(selector));
       const path = keyPath(keysDir, domain, validSelector);
       const exists = await fileExists(path);
       if (exists && !ifMissing) {
@@ -133,7 +133,7 @@ function parseKeygenArgs(args: string[]): KeygenOptions | 'help' {
   if (positionals.length !== 1) {
     throw new UsageError(`expected exactly one domain, got ${String(positionals.length)} arguments (see sello keygen --help)`);
   }
-  const domain = usage(() => validateDomain(positionals[0] ?? ''));
+  const domain = asUsage(() => validateDomain(positionals[0] ?? ''));
 
   const algorithm = values.algorithm ?? 'rsa';
   if (algorithm !== 'rsa' && algorithm !== 'ed25519' && algorithm !== 'both') {
@@ -151,21 +151,9 @@ function parseKeygenArgs(args: string[]): KeygenOptions | 'help' {
   if (!isRecordFormat(format)) throw new UsageError(`--format must be bind, value or json, not ${JSON.stringify(format)}`);
   const keysDir = values['keys-dir'] ?? 'keys';
   if (keysDir === '') throw new UsageError('--keys-dir must not be empty');
-  const selector = values.selector === undefined ? undefined : usage(() => validateSelector(values.selector ?? ''));
+  const selector = values.selector === undefined ? undefined : asUsage(() => validateSelector(values.selector ?? ''));
 
   return { domain, selector, algorithm, bits, format, keysDir, ifMissing: values['if-missing'] ?? false };
-}
-
-/** Runs a validation; a bad command-line value (KeyError from a validator, parseArgs TypeError) is a usage error. */
-function usage<T>(validate: () => T): T {
-  try {
-    return validate();
-  } catch (error) {
-    if (error instanceof KeyError || (error instanceof TypeError && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS'))) {
-      throw new UsageError(error.message);
-    }
-    throw error;
-  }
 }
 
 async function fileExists(path: string): Promise<boolean> {

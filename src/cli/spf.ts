@@ -6,11 +6,11 @@
 import { isIP } from 'node:net';
 import os from 'node:os';
 import { checkSpf, DEFAULT_SPF_TIME_BUDGET_MS } from '../checks/spf.ts';
-import { hostPort, parseDuration } from '../config/schema.ts';
-import { createResolver, systemServers, type DnsServerAddress } from '../dns/resolver.ts';
+import { parseDuration } from '../config/schema.ts';
+import { createResolver, systemServers } from '../dns/resolver.ts';
 import { UsageError } from '../errors.ts';
 import { formatReceivedSpf } from '../pipeline/received-spf.ts';
-import { parseCommandArgs } from './args.ts';
+import { parseCommandArgs, parseDnsServerFlag } from './args.ts';
 import type { Command } from './io.ts';
 
 export const spfUsage = `usage: sello spf --ip IP --sender ADDR --helo NAME [options]
@@ -74,7 +74,7 @@ export const spfCommand: Command = async (args, io) => {
   if (timeBudgetMs === undefined || timeBudgetMs <= 0) {
     throw new UsageError(`--timeout must be a duration such as 20s or 500ms, not ${JSON.stringify(values.timeout)}`);
   }
-  const servers = values.dns === undefined ? systemServers() : values.dns.map(parseServer);
+  const servers = values.dns === undefined ? systemServers() : values.dns.map(parseDnsServerFlag);
   const receiver = values.receiver ?? os.hostname();
 
   const resolver = createResolver({
@@ -92,13 +92,4 @@ export const spfCommand: Command = async (args, io) => {
 function reversePath(sender: string): string {
   const trimmed = sender.trim();
   return trimmed.startsWith('<') && trimmed.endsWith('>') ? trimmed.slice(1, -1) : trimmed;
-}
-
-function parseServer(value: string): DnsServerAddress {
-  if (isIP(value) !== 0) return { host: value, port: 53 };
-  const parsed = hostPort.safeParse(value);
-  if (!parsed.success || parsed.data.port === 0) {
-    throw new UsageError(`--dns must be HOST:PORT, [IPv6]:PORT or an address, not ${JSON.stringify(value)}`);
-  }
-  return parsed.data;
 }

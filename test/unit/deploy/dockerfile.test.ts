@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { access, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -193,16 +193,58 @@ test('npm ci --omit=dev keeps every package sello imports at run time', async ()
   for (const [name, file] of needed) assert.ok(packageJson.dependencies[name], `${file} imports ${name}, which is not a production dependency`);
 });
 
-test("the image's ENTRYPOINT and CMD start sello with the container config until the HEALTHCHECK passes", async (t) => {
-  // The image's /app is this checkout; its /app/config/sello.yaml is docker.yaml with free ports
-  // (the same 0.0.0.0 addresses) and its /app/keys a temp dir (SELLO_KEYS_DIR) with the keys
-  // the signing table names.
+/**
+ * Builds the image's file tree without Docker: each stage's WORKDIR is a directory under
+ * `scratch`, COPY copies from the checkout (or, with --from, from that stage's tree), and the
+ * dependency stage's `RUN npm ci …` runs for real — the production install, with no dev
+ * dependencies. Other RUN lines (mkdir/chown for the node user) need root and a user that only
+ * the image has; they change no file sello reads. Returns the final stage's /app.
+ */
+async function stageImage(scratch: string): Promise<string> {
+  const stageRoots = new Map<string, string>();
+  let appDir = '';
+  for (const [index, stage] of stages.entries()) {
+    const from = stage[0]?.args ?? '';
+    const name = /\bAS\s+(\S+)$/i.exec(from)?.[1] ?? String(index);
+    const rootDir = path.join(scratch, `stage-${name}`);
+    stageRoots.set(name, rootDir);
+    let workdir = rootDir;
+    for (const { keyword, args } of stage) {
+      if (keyword === 'WORKDIR') {
+        workdir = path.join(rootDir, args);
+        await mkdir(workdir, { recursive: true });
+      } else if (keyword === 'COPY') {
+        const words = args.split(/\s+/);
+        const fromStage = words[0]?.startsWith('--from=') ? (words.shift() as string).slice('--from='.length) : undefined;
+        const destination = words.pop() as string;
+        for (const source of words) {
+          const sourcePath = fromStage ? path.join(stageRoots.get(fromStage) as string, source) : path.join(root, source);
+          const target = path.resolve(workdir, destination);
+          const intoDirectory = destination.endsWith('/') || destination === '.' || words.length > 1;
+          await cp(sourcePath, intoDirectory ? path.join(target, path.basename(source)) : target, { recursive: true });
+        }
+      } else if (keyword === 'RUN' && /^npm ci\b/.test(args)) {
+        await execFileAsync('npm', args.split(/\s+/).slice(1), { cwd: workdir, timeout: 300_000 });
+      }
+    }
+    appDir = workdir;
+  }
+  return appDir;
+}
+
+test("the production install (npm ci --omit=dev) starts with the image's ENTRYPOINT and CMD until the HEALTHCHECK passes", async (t) => {
+  // The image's /app is built as the Dockerfile builds it (stageImage); its
+  // /app/config/sello.yaml is docker.yaml with free ports (the same 0.0.0.0 addresses) and its
+  // /app/keys a temp dir (SELLO_KEYS_DIR) with the keys the signing table names.
   const scratch = await mkdtemp(path.join(tmpdir(), 'sello-image-'));
   t.after(() => rm(scratch, { recursive: true, force: true }));
+  const app = await stageImage(scratch);
+  await assert.rejects(access(path.join(app, 'node_modules/typescript')), 'no dev dependencies in the image');
+  await access(path.join(app, 'node_modules/mailauth'));
   const ports = new Map<number, number>();
   for (const listen of [...dockerYaml.listeners.map((listener) => listener.listen), dockerYaml.metrics.listen]) ports.set(portOf(listen), await freePort());
   const config = dockerYamlText.replace(/^(\s*(?:- )?listen: 0\.0\.0\.0:)(\d+)$/gm, (_, prefix: string, port: string) => `${prefix}${String(ports.get(Number(port)))}`);
-  const configFile = path.join(scratch, 'sello.yaml');
+  const configFile = path.join(app, 'config/sello.yaml');
   await writeFile(configFile, config);
   const keys = Object.entries(dockerYaml.signing.domains).flatMap(([domain, selectors]) =>
     [selectors].flat().map((selector) => ({ domain, selector, algorithm: selector.startsWith('ed') ? ('ed25519' as const) : ('rsa' as const) })),
@@ -211,9 +253,9 @@ test("the image's ENTRYPOINT and CMD start sello with the container config until
 
   const [entry, script] = exec('ENTRYPOINT');
   assert.equal(entry, 'node');
-  const args = exec('CMD').map((arg) => (arg === '/app/config/sello.yaml' ? configFile : arg));
+  const args = exec('CMD').map((arg) => (arg.startsWith('/app/') ? path.join(app, arg.slice('/app/'.length)) : arg));
   const child = spawn(process.execPath, [script as string, ...args], {
-    cwd: root,
+    cwd: app,
     env: { ...process.env, NODE_ENV: 'production', SELLO_KEYS_DIR: keysDir, SELLO_LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -101,7 +101,14 @@ export interface MetricsOptions {
 export function createMetrics(options: MetricsOptions = {}): Metrics {
   const registry = new Registry();
   const now = options.now ?? (() => new Date());
-  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: METRIC_PREFIX });
+  if (options.defaultMetrics !== false) {
+    collectDefaultMetrics({ register: registry, prefix: METRIC_PREFIX });
+    // prom-client names these three gauges "…_total", which Prometheus reserves for counters
+    // (promtool check metrics flags them); sello does without them rather than mislead.
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+      registry.removeSingleMetric(`${METRIC_PREFIX}${name}`);
+    }
+  }
   const registers = [registry];
 
   const transactions = new Counter({

@@ -1,4 +1,4 @@
-// Small test plumbing: detecting external tools (Exim, Postfix, dkimpy, swaks, root), free ports, temp dirs.
+// Small test plumbing: detecting external tools (Exim, Postfix, dkimpy, swaks, Prometheus, root), free ports, temp dirs.
 // Owns: the rule "a missing tool skips loudly on a workstation and fails in CI" (STYLE.md, Tests).
 // Must not: install anything, or silently skip — every skip prints a banner on stderr.
 
@@ -162,6 +162,28 @@ export function checkSwaks(): ToolCheck {
     const found = spawnSync('sh', ['-c', 'command -v swaks'], { encoding: 'utf8' });
     return { name: 'swaks', missing: found.status === 0 ? undefined : 'swaks not on PATH', install: 'swaks' };
   });
+}
+
+/** A binary that answers `--version` (Prometheus' programs print it on stdout or stderr). */
+function versionCheck(name: string, candidates: string[], install: string): ToolCheck {
+  const binary = findExecutable(candidates);
+  if (!binary) return { name, missing: `no ${candidates.join(' or ')}`, install };
+  const probe = spawnSync(binary, ['--version'], { encoding: 'utf8', timeout: 10_000 });
+  if (probe.status !== 0) {
+    const reason = probe.error?.message ?? (probe.stderr ?? '').trim().split('\n').pop() ?? '';
+    return { name, missing: `${binary} --version failed: ${reason}`, install };
+  }
+  return { name, missing: undefined, install };
+}
+
+/** The Prometheus server (Debian prometheus), run by test/helpers/prometheus.ts on loopback. */
+export function checkPrometheus(): ToolCheck {
+  return memo('prometheus', () => versionCheck('prometheus', ['/usr/bin/prometheus'], 'prometheus (Debian; ships /usr/bin/prometheus and promtool)'));
+}
+
+/** promtool (Debian prometheus): `check metrics`, `check config`. */
+export function checkPromtool(): ToolCheck {
+  return memo('promtool', () => versionCheck('promtool', ['/usr/bin/promtool'], 'prometheus (Debian; ships /usr/bin/promtool)'));
 }
 
 /** A TCP port on 127.0.0.1 that was free a moment ago (a small race remains; tests bind it soon). */

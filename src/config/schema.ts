@@ -147,6 +147,11 @@ const listenerSchema = z
     trustedNetworks: z.array(network).default([]),
     /** filter only: sign mail passing through (submission always signs; mx never does). */
     sign: z.boolean().optional(),
+    /**
+     * filter only: run the inbound checks (SPF on the client the MTA forwards with XFORWARD/
+     * XCLIENT, DKIM, DMARC, ARC) and add Received-SPF and Authentication-Results, as mx does.
+     */
+    verify: z.boolean().optional(),
     /** This listener's own downstream; default: the top-level relay. */
     relay: relaySchema.optional(),
     /** Wait before the greeting to catch early talkers; default 100ms on mx, 0 on submission and filter. */
@@ -166,6 +171,10 @@ const listenerSchema = z
     }
     if (listener.role === 'submission' && listener.sign === false) {
       context.addIssue({ code: 'custom', path: ['sign'], message: 'a submission listener always signs; remove "sign: false"' });
+    }
+    if (listener.verify !== undefined && listener.role !== 'filter') {
+      // mx always verifies; submission mail is the users' own (PRODUCT.md §5: not checked).
+      context.addIssue({ code: 'custom', path: ['verify'], message: `"verify" is for filter listeners (${listener.role === 'mx' ? 'an' : 'a'} ${listener.role} listener ${listener.role === 'mx' ? 'always verifies' : 'never does'})` });
     }
     if (listener.role === 'mx' && listener.sign) {
       // PRODUCT.md §2: mx never signs (it would sign whatever the Internet sends: a signing oracle).

@@ -28,7 +28,7 @@ export interface PipelineOptions {
   role: ListenerRole;
   /** Whether this listener signs (submission always; filter per config; mx never). */
   signs: boolean;
-  /** mx: run the inbound checks (false for trusted clients, PRODUCT.md §5). */
+  /** Run the inbound checks (mx for untrusted clients; a filter with verify: true). */
   check?: { clientIp: string; spf: SpfEvaluation | undefined };
 }
 
@@ -54,29 +54,32 @@ export class MessagePipeline {
     const split = splitMessage(message);
     if (split.header.length > this.#config.limits.maxHeaderSize) throw new SmtpReplyError(Replies.headerTooLarge);
 
-    if (options.role === 'mx') {
-      // PRODUCT.md §2: mx never signs; it checks and tags.
-      if (!options.check) return { chunks: [message], size: message.length, signing: { signed: false, reason: 'listener-does-not-sign' } };
-      if (!this.#inbound) throw new Error('an mx listener needs the inbound checks');
-      const inbound = await this.#inbound.inspect(split.header, message, options.check.spf, options.check.clientIp);
-      this.#countVerifications(inbound.results);
-      const dmarc = dmarcDecision(inbound.results.dmarc, this.#config.inbound.dmarc);
+    let header = split.header;
+    let chunks = [message];
+    let inbound: InboundResults | undefined;
+    if (options.check) {
+      if (!this.#inbound) throw new Error('a verifying listener needs the inbound checks');
+      const inspected = await this.#inbound.inspect(split.header, message, options.check.spf, options.check.clientIp);
+      inbound = inspected.results;
+      this.#countVerifications(inbound);
+      const dmarc = dmarcDecision(inbound.dmarc, this.#config.inbound.dmarc);
       if (dmarc.reply) throw new SmtpReplyError(dmarc.reply);
-      const added = Buffer.from(inbound.headerLines, 'latin1');
+      const added = Buffer.from(inspected.headerLines, 'latin1');
       // Forged Authentication-Results removed → the header changed; otherwise keep the bytes as they are.
-      const rest = inbound.header === split.header ? [message] : [inbound.header, Buffer.from('\r\n'), split.body];
-      const chunks = [added, ...rest];
-      return { chunks, size: chunks.reduce((total, chunk) => total + chunk.length, 0), signing: { signed: false, reason: 'listener-does-not-sign' }, inbound: inbound.results };
+      chunks = [added, ...(inspected.header === split.header ? [message] : [inspected.header, Buffer.from('\r\n'), split.body])];
+      header = Buffer.concat([added, inspected.header]);
     }
-
-    if (!options.signs) {
-      return { chunks: [message], size: message.length, signing: { signed: false, reason: 'listener-does-not-sign' } };
+    const size = () => chunks.reduce((total, chunk) => total + chunk.length, 0);
+    // PRODUCT.md §2: mx never signs; it checks and tags.
+    if (options.role === 'mx' || !options.signs) {
+      return { chunks, size: size(), signing: { signed: false, reason: 'listener-does-not-sign' }, ...(inbound ? { inbound } : {}) };
     }
     let signing: SigningResult;
     let signingMs = 0;
     const started = performance.now();
     try {
-      signing = await this.#signer.sign(split, { requireSingleFrom: options.role === 'submission' });
+      // Signing runs last, so the signatures cover any header field the checks added.
+      signing = await this.#signer.sign({ header, body: split.body }, { requireSingleFrom: options.role === 'submission' });
       if (signing.signed) {
         signingMs = performance.now() - started;
         this.#metrics.signingDuration(signingMs / 1000);
@@ -90,9 +93,10 @@ export class MessagePipeline {
       }
       throw error;
     }
-    if (!signing.signed) return { chunks: [message], size: message.length, signing };
-    const signatures = Buffer.from(signing.headerLines, 'latin1');
-    return { chunks: [signatures, message], size: signatures.length + message.length, signing, signingMs };
+    const extra = inbound ? { inbound } : {};
+    if (!signing.signed) return { chunks, size: size(), signing, ...extra };
+    chunks = [Buffer.from(signing.headerLines, 'latin1'), ...chunks];
+    return { chunks, size: size(), signing, signingMs, ...extra };
   }
 
   /** One count per DKIM signature (none: the message had none), per DMARC and ARC evaluation. */

@@ -357,6 +357,15 @@ export class Listener {
     return state.relay;
   }
 
+  /**
+   * Whether this transaction gets the inbound checks: mx for clients outside trustedNetworks
+   * (PRODUCT.md §5), and a filter with verify: true for whatever its trusted MTA passes on.
+   */
+  #inspects(state: SessionState): boolean {
+    const { listener } = state.deps;
+    return listener.role === 'mx' ? !state.trusted : listener.role === 'filter' && listener.verify === true;
+  }
+
   async #onMailFrom(address: SMTPServerAddress, session: SMTPServerSession): Promise<void> {
     const state = this.#state(session);
     // A transaction that never reached DATA ends here (its record is written).
@@ -374,9 +383,13 @@ export class Listener {
     if (deps.listener.role === 'filter' && !state.trusted) throw new SmtpReplyError(Replies.relayDenied);
     state.spf = undefined;
     const started = performance.now();
-    if (deps.listener.role === 'mx' && !state.trusted) {
+    const client = clientIdentity(session);
+    // A filter sees the MTA's address unless the MTA forwarded its client (XFORWARD/XCLIENT):
+    // SPF on the MTA itself would be meaningless, so it is left out (DKIM, DMARC, ARC still run).
+    const clientKnown = deps.listener.role === 'mx' || client.address !== state.peer;
+    if (this.#inspects(state) && clientKnown) {
       // Evaluated once per transaction here; enforced per recipient at RCPT TO (exemptions).
-      state.spf = await deps.inbound.evaluateSpf(session.remoteAddress, address.address, session.hostNameAppearsAs || '');
+      state.spf = await deps.inbound.evaluateSpf(client.address, address.address, client.helo);
       for (const outcome of state.spf.all) deps.metrics.spfDuration(outcome.durationMs / 1000);
       const { decisive } = state.spf;
       deps.metrics.spfResult(decisive.identity, decisive.result, spfDecision(decisive, deps.config.inbound.spf).action);
@@ -415,7 +428,7 @@ export class Listener {
       // RFC 5321 §4.5.3.1.10: 452 for too many recipients; the client sends the rest later.
       throw new SmtpReplyError({ code: 452, enhanced: '4.5.3', text: 'Too many recipients' });
     }
-    if (state.deps.listener.role === 'mx' && !state.trusted) this.#checkInboundRecipient(address.address, state);
+    if (this.#inspects(state)) this.#checkInboundRecipient(address.address, state);
     if (!state.relay || state.relay.closed || !state.transactionOpen) throw new RelayError('protocol', 'downstream transaction is gone');
     // In step: the MTA's own reply for this recipient is the client's reply (PRODUCT.md §3).
     const reply = await state.relay.rcptTo(address.address, recipientParameters(address));
@@ -432,8 +445,9 @@ export class Listener {
     );
     // Every connection reaches the MTA from 127.0.0.1, so the MTA cannot tell the Internet from
     // itself: sello refuses to relay (PRODUCT.md §3) unless this listener's relay makes the MTA
-    // judge the real client (XCLIENT, PROXY; XFORWARD only changes the MTA's logs).
-    if (!local && !mtaSeesRealClient(relay.forward)) throw new SmtpReplyError(Replies.relayDenied);
+    // judge the real client (XCLIENT, PROXY; XFORWARD only changes the MTA's logs). A filter's
+    // MTA applied its own relay rules before it handed the recipient on.
+    if (state.deps.listener.role === 'mx' && !local && !mtaSeesRealClient(relay.forward)) throw new SmtpReplyError(Replies.relayDenied);
     if (!state.spf || isExemptRecipient(recipient, config.inbound.exemptRecipients)) return;
     const decision = spfDecision(state.spf.decisive, config.inbound.spf);
     if (decision.reply) throw new SmtpReplyError(decision.reply);
@@ -463,7 +477,7 @@ export class Listener {
       const prepared = await deps.pipeline.process(Buffer.concat(chunks), {
         role,
         signs: role === 'submission' || (role === 'filter' && deps.listener.sign !== false),
-        ...(role === 'mx' && !state.trusted ? { check: { clientIp: session.remoteAddress, spf: state.spf } } : {}),
+        ...(this.#inspects(state) ? { check: { clientIp: clientIdentity(session).address, spf: state.spf } } : {}),
       });
       if (prepared.inbound) {
         record.dkim = prepared.inbound.dkim?.signatures.map(({ domain, selector, result }) => ({ domain, selector, result }));

@@ -14,6 +14,7 @@ import { dnsRecordValue } from '../../src/signing/keys.ts';
 import { parseAuthenticationResults, parseReceivedSpf } from '../helpers/header-parsers.ts';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
 import { SmtpDialog, sendMail } from '../helpers/smtp-dialog.ts';
+import { makeKeys } from '../helpers/sello.ts';
 import { startSink, type Sink } from '../helpers/smtp-sink.ts';
 
 const dkimKey = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -251,4 +252,60 @@ test('hostile HELO and MAIL FROM still give Received-SPF and Authentication-Resu
       for (const line of delivered.toString('latin1').split('\r\n')) assert.ok(line.length <= 998);
     }
   }
+});
+
+async function verifyingFilter(t: TestContext, extra: Record<string, unknown> = {}, keys = false) {
+  const dns = await startDnsServer(ZONE as never);
+  t.after(() => dns.close());
+  const sink = await startSink();
+  t.after(() => sink.close());
+  const { keysDir } = await makeKeys(keys ? [{ domain: 'pass.example', selector: 'k1', algorithm: 'ed25519' }] : []);
+  const config = parseConfig({
+    hostname: 'mx.sello.test',
+    listeners: [{ name: 'filter', role: 'filter', listen: '127.0.0.1:0', verify: true, xforwardPeers: ['127.0.0.1'], ...extra }],
+    relay: { target: sink.url, starttls: 'never' },
+    dns: { servers: [dns.address], timeout: '500ms' },
+    signing: { keysDir, domains: keys ? { 'pass.example': 'k1' } : {} },
+  });
+  const running = await startSello(config, silentLogger());
+  t.after(() => running.close());
+  return { sink, port: running.addresses.get('filter')!.port };
+}
+
+/** The MTA's side of a before-queue filter: XFORWARD with the real client, then the transaction. */
+async function viaFilter(port: number, client: { addr?: string; helo: string }, from: string, data: Buffer): Promise<{ rcpt: string; data?: string }> {
+  const dialog = await SmtpDialog.connect(port);
+  assert.match(await dialog.command('EHLO postfix.test'), /XFORWARD/);
+  if (client.addr) assert.equal(await dialog.command(`XFORWARD ADDR=${client.addr} HELO=${client.helo} PROTO=ESMTP`), '250 OK');
+  await dialog.command(`MAIL FROM:<${from}>`);
+  const rcpt = await dialog.command('RCPT TO:<bob@example.net>');
+  const result = rcpt.startsWith('250') ? { rcpt, data: await dialog.sendData(data) } : { rcpt };
+  await dialog.close();
+  return result;
+}
+
+test('a filter with verify: true checks SPF on the client the MTA forwards (XFORWARD) and tags like mx', async (t) => {
+  const { sink, port } = await verifyingFilter(t);
+  const refused = await viaFilter(port, { addr: '127.0.0.2', helo: 'client.test' }, 'alice@fail.example', message('alice@fail.example'));
+  assert.equal(refused.rcpt, '550 5.7.23 SPF validation failed: 127.0.0.2 is not allowed to send mail from fail.example');
+  const accepted = await viaFilter(port, { addr: '127.0.0.2', helo: 'client.test' }, 'alice@pass.example', message('alice@pass.example'));
+  assert.match(accepted.data ?? '', /^250 /);
+  const receivedSpf = parseReceivedSpf(field(sink.messages[0]!.data, 'Received-SPF')[0]!);
+  assert.equal(receivedSpf.result, 'pass');
+  assert.equal(receivedSpf.pairs['client-ip'], '127.0.0.2', 'the forwarded client, not the MTA');
+  assert.equal(receivedSpf.pairs.helo, 'client.test');
+  // Without a forwarded client there is nothing to check SPF for; DKIM and DMARC still run.
+  await viaFilter(port, { helo: 'client.test' }, 'alice@fail.example', message('alice@fail.example'));
+  const unforwarded = sink.messages[1]!.data;
+  assert.deepEqual(field(unforwarded, 'Received-SPF'), []);
+  assert.deepEqual(parseAuthenticationResults(field(unforwarded, 'Authentication-Results')[0]!).resinfos.map((r) => r.method), ['dkim', 'dmarc', 'arc']);
+});
+
+test('a filter that verifies and signs signs last: the signature covers Authentication-Results', async (t) => {
+  const { sink, port } = await verifyingFilter(t, { sign: true }, true);
+  const accepted = await viaFilter(port, { addr: '127.0.0.2', helo: 'client.test' }, 'alice@pass.example', message('alice@pass.example'));
+  assert.match(accepted.data ?? '', /^250 /);
+  const delivered = sink.messages[0]!.data.toString('latin1');
+  const fields = delivered.split('\r\n\r\n')[0]!.split(/\r\n(?![ \t])/).map((line) => line.slice(0, line.indexOf(':')));
+  assert.deepEqual(fields.slice(0, 3), ['DKIM-Signature', 'Authentication-Results', 'Received-SPF']);
 });

@@ -170,6 +170,9 @@ export class Listener {
         ...(deps.tls ? { key: deps.tls.key, cert: deps.tls.cert } : {}),
         // Written into reply texts instead; see replyError().
         hideENHANCEDSTATUSCODES: true,
+        // PRODUCT.md §3: DSN parameters (RET, ENVID, NOTIFY, ORCPT) are kept; smtp-server hides
+        // the extension by default, so careful clients would not send them.
+        hideDSN: false,
         authMethods: ['PLAIN', 'LOGIN'],
         // sello decides per session whether AUTH is offered (onConnect, onSecure) and whether
         // MAIL needs it (onMailFrom), so smtp-server's own checks are relaxed here.

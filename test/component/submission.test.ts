@@ -194,18 +194,22 @@ test('too many recipients → 452 4.5.3 (RFC 5321 §4.5.3.1.10)', async (t) => {
   assert.equal(sent.data, '250 2.0.0 OK: queued as SINK1');
 });
 
-test('ESMTP parameters are kept downstream: SIZE, BODY=8BITMIME, SMTPUTF8', async (t) => {
+test('ESMTP parameters are kept downstream: SIZE, BODY=8BITMIME, SMTPUTF8, DSN (RET, ENVID, NOTIFY, ORCPT)', async (t) => {
   const { sink, sello } = await setup(t);
   const dialog = await SmtpDialog.connect(sello.port('submission'));
-  await dialog.command('EHLO client.test');
-  assert.equal(await dialog.command('MAIL FROM:<alice@example.com> SIZE=300 BODY=8BITMIME SMTPUTF8'), '250 Accepted');
-  await dialog.command('RCPT TO:<bob@example.net>');
+  assert.match(await dialog.command('EHLO client.test'), /\r\n250[- ]DSN\r\n/);
+  assert.equal(await dialog.command('MAIL FROM:<alice@example.com> SIZE=300 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=abc+2Bdef'), '250 Accepted');
+  assert.equal(await dialog.command('RCPT TO:<bob@example.net> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;bob@example.net'), '250 Accepted');
   await dialog.sendData(Buffer.from(message().replace('Hi Bob.', 'Grüße, Bob.'), 'utf8'));
   await dialog.close();
   const parameters = sink.messages[0]!.mailParameters;
   assert.equal(parameters.BODY, '8BITMIME');
   assert.equal(parameters.SMTPUTF8, true);
   assert.match(String(parameters.SIZE), /^\d+$/);
+  assert.equal(parameters.RET, 'HDRS');
+  // xtext (RFC 3461 §4): sent as abc+2Bdef, decoded by the sink; raw forwarding would decode +de as 0xDE.
+  assert.equal(parameters.ENVID, 'abc+def');
+  assert.deepEqual(sink.messages[0]!.rcptParameters, [{ NOTIFY: 'SUCCESS,DELAY', ORCPT: 'rfc822;bob@example.net' }]);
   assert.deepEqual((await verify(sello, sink.messages[0]!.data)).map((r) => r.result), ['pass', 'pass']);
 });
 

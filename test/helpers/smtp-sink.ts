@@ -8,6 +8,7 @@ export interface SinkMessage {
   mailFrom: string;
   mailParameters: Record<string, string | true>;
   rcptTo: string[];
+  rcptParameters: Record<string, string | true>[];
   data: Buffer;
   user?: string;
   /** Who the sink believed the client was: the socket, or what XFORWARD/XCLIENT said. */
@@ -50,6 +51,7 @@ export async function startSink(options: SinkOptions = {}): Promise<Sink> {
     disableReverseLookup: true,
     hideENHANCEDSTATUSCODES: true,
     hideSTARTTLS: true,
+    hideDSN: false,
     size: 50 * 1024 * 1024,
     authOptional: true,
     allowInsecureAuth: true,
@@ -75,6 +77,7 @@ export async function startSink(options: SinkOptions = {}): Promise<Sink> {
             mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
             mailParameters: (session.envelope.mailFrom && session.envelope.mailFrom.args) || {},
             rcptTo: session.envelope.rcptTo.map((rcpt) => rcpt.address),
+            rcptParameters: session.envelope.rcptTo.map((rcpt) => rcpt.args || {}),
             data: Buffer.concat(chunks),
             ...(session.user ? { user: String(session.user) } : {}),
             client: {

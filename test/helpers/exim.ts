@@ -5,26 +5,22 @@
 // Must not: touch the host's Exim, /etc/resolv.conf (it is replaced only inside a private mount
 // namespace), or leave processes behind: every Exim process group is killed on stop(), on
 // close(), and on process exit. Needs root (unshare -m, port 53 on a private loopback address);
-// gate tests with requireTool(t, checkExim()) / suiteOptions(checkExim()).
+// gate tests with requireTool(t, checkExim()) / suiteOptions(checkExim()). The process-group,
+// temp-dir, DNS, maildir and polling plumbing it shares with postfix.ts is in mta-harness.ts.
 //
 // DNS: Exim resolves through the system resolver (resolv.conf, port 53 only). startExim runs Exim
 // as `unshare --mount` with a private resolv.conf bind-mounted over /etc/resolv.conf, naming a
 // random 127.53.x.y address where a test DNS server (dns-server.ts) listens on port 53. Tests get
 // that server as `exim.dns` and can point sello at it too (exim.dns.address).
 
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { rmSync } from 'node:fs';
-import { chmod, chown, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import net from 'node:net';
+import { spawnSync } from 'node:child_process';
+import { chmod, chown, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { startDnsServer, type DnsServer, type Zone } from './dns-server.ts';
-import { findExecutable, freePort, keepTestDirs, tempDir, type CleanupHooks } from './tools.ts';
+import type { DnsServer, Zone } from './dns-server.ts';
+import { clearMaildir, closeOnce, firstCopies, mtaDaemon, openMtaWorkspace, readMaildir, readTextFile, startOrClose, startPort53DnsServer, waitForMessageCount, type MtaHarness, type MtaOptions } from './mta-harness.ts';
+import { findExecutable, freePort } from './tools.ts';
 
-export type EximOptions = {
-  /** Records for the DNS server startExim creates for Exim (ignored when dnsServer is given). */
-  zone?: Zone;
-  /** Use this DNS server instead; it must listen on port 53 (see startEximDnsServer). */
-  dnsServer?: DnsServer;
+export type EximOptions = MtaOptions & {
   /** Domains Exim accepts mail for; default ['example.net']. Everything else: 550 relay not permitted. */
   localDomains?: string[];
   /** Recipients refused at RCPT time, by local part ("bob") or address ("bob@example.net"), with
@@ -54,10 +50,6 @@ export type EximOptions = {
   /** Accept mail for non-local domains that an ACL let through and keep it in the maildir, as if
    *  delivered to the Internet (there is none here). Default false. */
   captureRemote?: boolean;
-  /** Register close() with node:test's after hook. */
-  cleanupWith?: CleanupHooks;
-  /** Milliseconds to wait for the SMTP banner; default 10000. */
-  startTimeoutMs?: number;
 };
 
 /** One delivery: one recipient's copy of an accepted message. */
@@ -84,73 +76,16 @@ export type EximDkimResult = {
   reason: string;
 };
 
-export interface Exim {
-  readonly host: string;
-  readonly port: number;
-  /** The DNS server Exim resolves through (port 53 on a private loopback address). */
-  readonly dns: DnsServer;
+/** messages() and deliveries() give the exact bytes Exim delivered (see EximDelivery.data). */
+export interface Exim extends MtaHarness<EximDelivery> {
   /** Temp dir with config, spool, log/, mail/. */
   readonly dir: string;
-  /** One message per accepted message (the first recipient's copy), oldest first, exact bytes. */
-  messages(): Promise<Buffer[]>;
-  /** Every per-recipient delivery, oldest first. */
-  deliveries(): Promise<EximDelivery[]>;
-  /** Wait until at least n messages were delivered; throws with the mainlog tail on timeout. */
-  waitForMessages(n: number, timeoutMs?: number): Promise<Buffer[]>;
-  /** Forget delivered messages (delete them from the maildir). */
-  clearMessages(): Promise<void>;
   mainlog(): Promise<string>;
   paniclog(): Promise<string>;
-  /** Kill Exim (its whole process group). The port, spool and DNS server stay. */
-  stop(): Promise<void>;
-  /** Start again after stop(), same port and config. */
-  start(): Promise<void>;
-  /** stop(), close the DNS server if startExim made it, remove the temp dir. */
-  close(): Promise<void>;
 }
 
 const EXIM_DKIM_FIELD = 'X-Exim-DKIM';
 const ENVELOPE_PREFIX = 'HARNESS-ENVELOPE ';
-
-// ---------- process bookkeeping: no Exim outlives the test process ----------
-
-const liveProcessGroups = new Set<number>();
-const liveDirs = new Set<string>();
-let exitHooksInstalled = false;
-
-function killGroup(pgid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pgid, signal);
-  } catch {
-    // ESRCH: already gone
-  }
-}
-
-function groupAlive(pgid: number): boolean {
-  try {
-    process.kill(-pgid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function installExitHooks(): void {
-  if (exitHooksInstalled) return;
-  exitHooksInstalled = true;
-  process.on('exit', () => {
-    for (const pgid of liveProcessGroups) killGroup(pgid, 'SIGKILL');
-    if (!keepTestDirs()) for (const dir of liveDirs) rmSync(dir, { recursive: true, force: true });
-  });
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    const onSignal = (): void => {
-      for (const pgid of liveProcessGroups) killGroup(pgid, 'SIGKILL');
-      process.off(signal, onSignal);
-      process.kill(process.pid, signal);
-    };
-    process.on(signal, onSignal);
-  }
-}
 
 // ---------- DNS for Exim ----------
 
@@ -158,17 +93,8 @@ function installExitHooks(): void {
  * A DNS server Exim can use: port 53 (the only port resolv.conf knows) on a random 127.53.x.y,
  * so parallel test files do not collide and nothing real listens there.
  */
-export async function startEximDnsServer(zone: Zone = {}): Promise<DnsServer> {
-  let lastError: unknown;
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const host = `127.53.${1 + Math.floor(Math.random() * 254)}.${1 + Math.floor(Math.random() * 254)}`;
-    try {
-      return await startDnsServer(zone, { host, port: 53 });
-    } catch (error) {
-      lastError = error;
-    }
-  }
-  throw new Error(`startEximDnsServer: could not bind port 53 on 127.53.x.y: ${String(lastError)}`);
+export function startEximDnsServer(zone: Zone = {}): Promise<DnsServer> {
+  return startPort53DnsServer(zone);
 }
 
 // ---------- user and config ----------
@@ -407,59 +333,23 @@ export function withoutEximFields(message: Buffer): Buffer {
 
 // ---------- start ----------
 
-async function waitForBanner(host: string, port: number, child: ChildProcess, timeoutMs: number, diagnostics: () => Promise<string>): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`exim exited during startup (${child.exitCode ?? child.signalCode})\n${await diagnostics()}`);
-    }
-    const banner = await new Promise<string | undefined>((resolve) => {
-      const socket = net.connect({ host, port });
-      let text = '';
-      socket.setTimeout(2000, () => {
-        socket.destroy();
-        resolve(undefined);
-      });
-      socket.on('data', (chunk) => {
-        text += chunk.toString('latin1');
-        if (/^\d{3} .*\r\n/m.test(text)) {
-          socket.end('QUIT\r\n');
-          resolve(text);
-        }
-      });
-      socket.on('error', () => resolve(undefined));
-      socket.on('close', () => resolve(undefined));
-    });
-    if (banner?.startsWith('220')) return;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error(`exim did not greet on ${host}:${port} within ${timeoutMs} ms\n${await diagnostics()}`);
-}
-
 export async function startExim(options: EximOptions = {}): Promise<Exim> {
   const eximPath = findExecutable(['/usr/sbin/exim4', '/usr/sbin/exim']);
   if (!eximPath) throw new Error('exim harness: no /usr/sbin/exim4 (install exim4-daemon-heavy)');
   if (process.getuid?.() !== 0) throw new Error('exim harness: needs root (unshare -m, port 53 on loopback)');
-  installExitHooks();
-
-  const ownsDns = options.dnsServer === undefined;
-  const dns = options.dnsServer ?? (await startEximDnsServer(options.zone ?? {}));
-  if (dns.port !== 53) throw new Error(`exim harness: Exim's resolver only speaks to port 53; dnsServer is on ${dns.address}`);
 
   const host = '127.0.0.1';
   const port = options.port ?? (await freePort(host));
   const account = eximAccount();
-  const dir = await tempDir(undefined, 'sello-exim-');
-  liveDirs.add(dir);
+  const workspace = await openMtaWorkspace('exim', { zone: options.zone, dnsServer: options.dnsServer });
+  const { dir, dns } = workspace;
   const configPath = path.join(dir, 'exim.conf');
-  const resolvConf = path.join(dir, 'resolv.conf');
   try {
     await mkdir(path.join(dir, 'spool'));
     await mkdir(path.join(dir, 'log'));
     await mkdir(path.join(dir, 'mail'));
     await writeFile(path.join(dir, 'refuse'), refuseFile(options.refuse ?? {}));
     await writeFile(path.join(dir, 'users'), Object.entries(options.users ?? {}).map(([user, password]) => `${user}: ${password}\n`).join(''));
-    await writeFile(resolvConf, `nameserver ${dns.host}\noptions timeout:1 attempts:1\n`);
     await writeFile(
       configPath,
       eximConfig({
@@ -481,113 +371,34 @@ export async function startExim(options: EximOptions = {}): Promise<Exim> {
       }),
     );
     // Exim runs as its own user throughout; it owns everything in the dir except its config.
-    await chmod(dir, 0o755);
     for (const sub of ['spool', 'log', 'mail']) await chown(path.join(dir, sub), account.uid, account.gid);
     await chmod(configPath, 0o644);
-    await chmod(resolvConf, 0o644);
   } catch (error) {
-    await rm(dir, { recursive: true, force: true });
-    liveDirs.delete(dir);
-    if (ownsDns) await dns.close();
+    await workspace.discard();
     throw error;
   }
 
-  const readLog = async (name: string): Promise<string> => {
-    try {
-      return await readFile(path.join(dir, 'log', name), 'utf8');
-    } catch {
-      return '';
-    }
-  };
-
-  let child: ChildProcess | undefined;
-  let stderr = '';
+  const readLog = (name: string): Promise<string> => readTextFile(path.join(dir, 'log', name));
   const diagnostics = async (): Promise<string> => {
     const mainlog = (await readLog('mainlog')).split('\n').slice(-30).join('\n');
-    return `--- exim stderr ---\n${stderr}\n--- paniclog ---\n${await readLog('paniclog')}\n--- mainlog (tail) ---\n${mainlog}`;
+    return `--- exim stderr ---\n${daemon.stderr()}\n--- paniclog ---\n${await readLog('paniclog')}\n--- mainlog (tail) ---\n${mainlog}`;
   };
+  // Drop to the Exim user (Exim gives up root anyway when given -C by a non-root caller); -bdf:
+  // the daemon stays in the foreground, and its session and delivery children join its group.
+  const daemon = mtaDaemon({
+    name: 'exim',
+    resolvConf: workspace.resolvConf,
+    command: ['setpriv', `--reuid=${account.uid}`, `--regid=${account.gid}`, '--clear-groups', eximPath, '-C', configPath, '-bdf'],
+    host,
+    listeners: [{ port }],
+    startTimeoutMs: options.startTimeoutMs ?? 10_000,
+    diagnostics,
+  });
 
-  const start = async (): Promise<void> => {
-    if (child && child.exitCode === null && child.signalCode === null) throw new Error('exim harness: already running');
-    stderr = '';
-    // A private mount namespace so the resolv.conf swap is invisible to the rest of the host;
-    // then drop to the Exim user (Exim gives up root anyway when given -C by a non-root caller).
-    const script = 'mount --bind "$0" /etc/resolv.conf && exec setpriv --reuid="$1" --regid="$2" --clear-groups "$3" -C "$4" -bdf';
-    const started = spawn(
-      'unshare',
-      ['--mount', '--propagation', 'private', 'sh', '-c', script, resolvConf, String(account.uid), String(account.gid), eximPath, configPath],
-      { detached: true, stdio: ['ignore', 'ignore', 'pipe'] },
-    );
-    child = started;
-    const pgid = started.pid;
-    if (pgid === undefined) throw new Error('exim harness: spawn failed');
-    liveProcessGroups.add(pgid);
-    started.stderr?.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-    });
-    started.on('exit', () => {
-      // Children (deliveries, SMTP sessions) share the group: take them down with the daemon.
-      killGroup(pgid, 'SIGKILL');
-      liveProcessGroups.delete(pgid);
-    });
-    try {
-      await waitForBanner(host, port, started, options.startTimeoutMs ?? 10_000, diagnostics);
-    } catch (error) {
-      await stop();
-      throw error;
-    }
-  };
+  const maildir = path.join(dir, 'mail');
+  const deliveries = async (): Promise<EximDelivery[]> => (await readMaildir(maildir)).map(parseDelivery);
+  const messages = async (): Promise<Buffer[]> => firstCopies(await deliveries(), (delivery) => delivery.eximId);
 
-  const stop = async (): Promise<void> => {
-    const running = child;
-    if (!running || running.pid === undefined) return;
-    const pgid = running.pid;
-    if (running.exitCode === null && running.signalCode === null) {
-      const exited = new Promise<void>((resolve) => running.once('exit', () => resolve()));
-      killGroup(pgid, 'SIGTERM');
-      const timer = setTimeout(() => killGroup(pgid, 'SIGKILL'), 3000);
-      await exited;
-      clearTimeout(timer);
-    }
-    killGroup(pgid, 'SIGKILL');
-    // Exim's forked session children share the group and may still hold the listening socket:
-    // wait until the whole group is gone, or start() on the same port races with them (EADDRINUSE).
-    for (let waited = 0; groupAlive(pgid) && waited < 5000; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
-    liveProcessGroups.delete(pgid);
-    child = undefined;
-  };
-
-  const deliveries = async (): Promise<EximDelivery[]> => {
-    const newDir = path.join(dir, 'mail', 'new');
-    let names: string[];
-    try {
-      names = await readdir(newDir);
-    } catch {
-      return [];
-    }
-    const files = await Promise.all(
-      names.map(async (name) => {
-        const file = path.join(newDir, name);
-        const info = await stat(file, { bigint: true });
-        return { name, mtime: info.mtimeNs, delivery: parseDelivery(await readFile(file)) };
-      }),
-    );
-    files.sort((a, b) => (a.mtime < b.mtime ? -1 : a.mtime > b.mtime ? 1 : a.name.localeCompare(b.name)));
-    return files.map((file) => file.delivery);
-  };
-
-  const messages = async (): Promise<Buffer[]> => {
-    const seen = new Set<string>();
-    const out: Buffer[] = [];
-    for (const delivery of await deliveries()) {
-      if (seen.has(delivery.eximId)) continue;
-      seen.add(delivery.eximId);
-      out.push(delivery.data);
-    }
-    return out;
-  };
-
-  let closed = false;
   const exim: Exim = {
     host,
     port,
@@ -595,50 +406,13 @@ export async function startExim(options: EximOptions = {}): Promise<Exim> {
     dir,
     messages,
     deliveries,
-    waitForMessages: async (n, timeoutMs = 10_000) => {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const delivered = await messages();
-        if (delivered.length >= n) return delivered;
-        if (Date.now() > deadline) {
-          throw new Error(`exim: ${delivered.length} of ${n} messages delivered after ${timeoutMs} ms\n${await diagnostics()}`);
-        }
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-    },
-    clearMessages: async () => {
-      for (const sub of ['new', 'cur', 'tmp']) {
-        const subDir = path.join(dir, 'mail', sub);
-        let names: string[] = [];
-        try {
-          names = await readdir(subDir);
-        } catch {
-          continue;
-        }
-        await Promise.all(names.map((name) => rm(path.join(subDir, name), { force: true })));
-      }
-    },
+    waitForMessages: (n, timeoutMs = 10_000) => waitForMessageCount('exim', messages, n, timeoutMs, diagnostics),
+    clearMessages: () => clearMaildir(maildir),
     mainlog: () => readLog('mainlog'),
     paniclog: () => readLog('paniclog'),
-    stop,
-    start,
-    close: async () => {
-      if (closed) return;
-      closed = true;
-      await stop();
-      if (ownsDns) await dns.close();
-      if (keepTestDirs()) process.stderr.write(`(kept exim dir ${dir})\n`);
-      else await rm(dir, { recursive: true, force: true });
-      liveDirs.delete(dir);
-    },
+    stop: daemon.stop,
+    start: daemon.start,
+    close: closeOnce(daemon, workspace),
   };
-
-  options.cleanupWith?.after(() => exim.close());
-  try {
-    await start();
-  } catch (error) {
-    await exim.close();
-    throw error;
-  }
-  return exim;
+  return startOrClose(exim, options.cleanupWith);
 }

@@ -7,12 +7,13 @@
 // namespace) or any system MTA, or leave processes behind: the master's process group (every
 // Postfix daemon) is killed on stop(), on close(), and on process exit. Needs root (master drops
 // to the postfix user itself; unshare -m; port 53 on loopback): gate tests with
-// requireTool(t, checkPostfix()) / suiteOptions(checkPostfix()).
+// requireTool(t, checkPostfix()) / suiteOptions(checkPostfix()). The process-group, temp-dir,
+// DNS, maildir and polling plumbing it shares with exim.ts is in mta-harness.ts.
 //
 // DNS: Postfix resolves through the system resolver (resolv.conf, port 53 only), e.g. for the
 // client's PTR name. startPostfix runs the master under `unshare --mount` with a private
 // resolv.conf naming a random 127.53.x.y where a test DNS server listens on port 53 (the same
-// arrangement as exim.ts, whose startEximDnsServer it uses): `postfix.dns`.
+// arrangement as exim.ts; see startPort53DnsServer in mta-harness.ts): `postfix.dns`.
 //
 // Bytes: Postfix stores lines without their ends and writes LF on delivery; messages() turns
 // every LF back into CRLF, so a message sent with CRLF line ends reads back byte-exact (a bare LF
@@ -21,14 +22,11 @@
 // hop; withoutPostfixFields() removes exactly those. Header rewriting and added
 // Date/Message-ID/From are off (local_header_rewrite_clients empty).
 
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
-import { chmod, chown, copyFile, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
-import net from 'node:net';
+import { spawnSync } from 'node:child_process';
+import { chmod, chown, copyFile, mkdir, readdir, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { DnsServer, Zone } from './dns-server.ts';
-import { startEximDnsServer } from './exim.ts';
-import { freePort, keepTestDirs, postfixPaths, tempDir, type CleanupHooks } from './tools.ts';
+import { clearMaildir, closeOnce, firstCopies, mtaDaemon, openMtaWorkspace, poll, readMaildir, readTextFile, startOrClose, waitForMessageCount, type MtaHarness, type MtaOptions } from './mta-harness.ts';
+import { freePort, postfixPaths } from './tools.ts';
 
 /** The myhostname of every harness Postfix: its banner, and the "by" of its Received fields. */
 export const POSTFIX_HOSTNAME = 'postfix.test';
@@ -43,11 +41,7 @@ export type PostfixSmtpService = {
   options?: string[];
 };
 
-export type PostfixOptions = {
-  /** Records for the DNS server startPostfix creates (ignored when dnsServer is given). */
-  zone?: Zone;
-  /** Use this DNS server instead; it must listen on port 53 (see startEximDnsServer). */
-  dnsServer?: DnsServer;
+export type PostfixOptions = MtaOptions & {
   /** Domains delivered to the maildir (virtual_mailbox_domains, every local part accepted);
    *  default ['example.net']. Everything else: 554 5.7.1 Relay access denied. */
   localDomains?: string[];
@@ -66,10 +60,6 @@ export type PostfixOptions = {
   mainConfig?: string[];
   /** Extra master.cf lines, verbatim (chroot column must be n: the harness has no chroot tree). */
   masterConfig?: string[];
-  /** Register close() with node:test's after hook. */
-  cleanupWith?: CleanupHooks;
-  /** Milliseconds to wait for the listeners; default 10000. */
-  startTimeoutMs?: number;
 };
 
 /** One delivery: one recipient's copy of an accepted message. */
@@ -90,25 +80,13 @@ export type PostfixDelivery = {
   data: Buffer;
 };
 
-export interface Postfix {
-  readonly host: string;
-  /** Port of the main smtpd. */
-  readonly port: number;
-  /** Port of every smtpd listener by name: 'smtpd' (the main one) and each options.services key. */
+/** messages() and deliveries() give what Postfix delivered with CRLF line ends (see the top of this file). */
+export interface Postfix extends MtaHarness<PostfixDelivery> {
+  /** Port of every smtpd listener by name: 'smtpd' (the main one, `port`) and each options.services key. */
   readonly ports: Readonly<Record<string, number>>;
-  /** The DNS server Postfix resolves through (port 53 on a private loopback address). */
-  readonly dns: DnsServer;
   /** Temp dir with etc/ (main.cf, master.cf), queue/, data/, mail/, maillog. */
   readonly dir: string;
   readonly hostname: string;
-  /** One message per accepted message (the first recipient's copy), oldest first, CRLF. */
-  messages(): Promise<Buffer[]>;
-  /** Every per-recipient delivery, oldest first. */
-  deliveries(): Promise<PostfixDelivery[]>;
-  /** Wait until at least n messages were delivered; throws with the maillog tail on timeout. */
-  waitForMessages(n: number, timeoutMs?: number): Promise<Buffer[]>;
-  /** Forget delivered messages (delete them from the maildir). */
-  clearMessages(): Promise<void>;
   /** The whole maillog (postlogd writes it asynchronously: prefer waitForLog to assert on it). */
   maillog(): Promise<string>;
   /** Wait until the maillog matches; returns the maillog; throws with its tail on timeout. */
@@ -117,79 +95,6 @@ export interface Postfix {
   queued(): Promise<string[]>;
   /** `postqueue -f`: retry deferred messages now. */
   flushQueue(): Promise<void>;
-  /** Kill Postfix (the master's whole process group). Ports, queue and DNS server stay. */
-  stop(): Promise<void>;
-  /** Start again after stop(), same ports, config and queue. */
-  start(): Promise<void>;
-  /** stop(), close the DNS server if startPostfix made it, remove the temp dir. */
-  close(): Promise<void>;
-}
-
-// ---------- process bookkeeping: no Postfix outlives the test process ----------
-
-const liveProcessGroups = new Set<number>();
-const liveDirs = new Set<string>();
-let exitHooksInstalled = false;
-
-function killGroup(pgid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pgid, signal);
-  } catch {
-    // ESRCH: already gone
-  }
-}
-
-/**
- * Whether a process of the group still runs. Zombies do not count: orphaned daemons are reaped by
- * PID 1, which in some containers takes a second or two, but a zombie holds no socket.
- */
-function groupRunning(pgid: number): boolean {
-  let entries: string[];
-  try {
-    entries = readdirSync('/proc');
-  } catch {
-    return false;
-  }
-  for (const entry of entries) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, 'latin1');
-    } catch {
-      continue; // exited meanwhile
-    }
-    // "pid (comm) state ppid pgrp ...": comm may contain spaces and parentheses.
-    const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (Number(pgrp) === pgid && state !== 'Z' && state !== 'X') return true;
-  }
-  return false;
-}
-
-function installExitHooks(): void {
-  if (exitHooksInstalled) return;
-  exitHooksInstalled = true;
-  const cleanUp = (): void => {
-    for (const pgid of liveProcessGroups) killGroup(pgid, 'SIGKILL');
-    if (!keepTestDirs()) {
-      for (const dir of liveDirs) {
-        try {
-          rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
-        } catch {
-          // a daemon still dying wrote into it: leave it, never throw while exiting
-        }
-      }
-    }
-    liveDirs.clear();
-  };
-  process.on('exit', cleanUp);
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    const onSignal = (): void => {
-      cleanUp();
-      process.off(signal, onSignal);
-      process.kill(process.pid, signal);
-    };
-    process.on(signal, onSignal);
-  }
 }
 
 // ---------- accounts and config ----------
@@ -422,39 +327,11 @@ function parseDelivery(raw: Buffer, hostname: string): PostfixDelivery {
 
 // ---------- start ----------
 
-/**
- * Connects and resolves with the banner (undefined when there is none yet). A PROXY-protocol
- * listener first gets a PROXY v1 header naming the probe's own connection.
- */
-function probe(host: string, port: number, proxyProtocol: boolean): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host, port });
-    let text = '';
-    socket.setTimeout(2000, () => {
-      socket.destroy();
-      resolve(undefined);
-    });
-    socket.on('connect', () => {
-      if (proxyProtocol) socket.write(`PROXY TCP4 ${socket.localAddress} ${socket.remoteAddress} ${socket.localPort} ${socket.remotePort}\r\n`);
-    });
-    socket.on('data', (chunk) => {
-      text += chunk.toString('latin1');
-      if (/^\d{3} .*\r\n/m.test(text)) {
-        socket.end('QUIT\r\n');
-        resolve(text);
-      }
-    });
-    socket.on('error', () => resolve(undefined));
-    socket.on('close', () => resolve(undefined));
-  });
-}
-
 const PROXY_PROTOCOL = /^\s*smtpd_upstream_proxy_protocol\s*=\s*\S/;
 
 export async function startPostfix(options: PostfixOptions = {}): Promise<Postfix> {
   const paths = postfixPaths();
   if (process.getuid?.() !== 0) throw new Error('postfix harness: needs root (master, unshare -m, port 53 on loopback)');
-  installExitHooks();
   const account = postfixAccount();
 
   const host = '127.0.0.1';
@@ -472,21 +349,11 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
     ...services.map(([name, service]) => ({ port: ports[name] as number, proxyProtocol: (service.options ?? []).some((option) => PROXY_PROTOCOL.test(option)) })),
   ];
 
-  const ownsDns = options.dnsServer === undefined;
-  const dns = options.dnsServer ?? (await startEximDnsServer(options.zone ?? {}));
-  if (dns.port !== 53) {
-    if (ownsDns) await dns.close();
-    throw new Error(`postfix harness: Postfix's resolver only speaks to port 53; dnsServer is on ${dns.address}`);
-  }
-
-  const dir = await tempDir(undefined, 'sello-postfix-');
-  liveDirs.add(dir);
+  const workspace = await openMtaWorkspace('postfix', { zone: options.zone, dnsServer: options.dnsServer });
+  const { dir, dns } = workspace;
   const etc = path.join(dir, 'etc');
   const queue = path.join(dir, 'queue');
-  const resolvConf = path.join(dir, 'resolv.conf');
-  const maillogPath = path.join(dir, 'maillog');
   try {
-    await chmod(dir, 0o755);
     await mkdir(etc, { mode: 0o755 });
     await writeFile(path.join(etc, 'refuse'), refuseMap(options.refuse ?? {}), { mode: 0o644 });
     await copyFile(paths.dynamicMaps, path.join(etc, 'dynamicmaps.cf'));
@@ -500,7 +367,6 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
       ...services.map(([name, service]) => smtpdLine(ports[name] as number, [`syslog_name=postfix/${name}`, ...(service.options ?? [])])),
     ];
     await writeFile(path.join(etc, 'master.cf'), masterCf(smtpds, options.masterConfig ?? []), { mode: 0o644 });
-    await writeFile(resolvConf, `nameserver ${dns.host}\noptions timeout:1 attempts:1\n`, { mode: 0o644 });
     // Postfix rereads a configuration file until it is a couple of seconds old ("still being
     // written?"), which would cost ~2 s per start: backdate them.
     const past = new Date(Date.now() - 60_000);
@@ -524,117 +390,33 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
       await chmod(path.join(dir, sub), 0o700);
     }
   } catch (error) {
-    await rm(dir, { recursive: true, force: true });
-    liveDirs.delete(dir);
-    if (ownsDns) await dns.close();
+    await workspace.discard();
     throw error;
   }
 
-  const maillog = async (): Promise<string> => {
-    try {
-      return await readFile(maillogPath, 'utf8');
-    } catch {
-      return '';
-    }
-  };
-
-  let child: ChildProcess | undefined;
-  let stderr = '';
+  const maillog = (): Promise<string> => readTextFile(path.join(dir, 'maillog'));
   const diagnostics = async (): Promise<string> => {
     const tail = (await maillog()).split('\n').slice(-40).join('\n');
-    return `--- postfix stderr ---\n${stderr}\n--- maillog (tail) ---\n${tail}`;
+    return `--- postfix stderr ---\n${daemon.stderr()}\n--- maillog (tail) ---\n${tail}`;
   };
   const environment = { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C', LD_LIBRARY_PATH: paths.shlibDirectory };
+  // The master stays in the foreground and is the leader of the process group every daemon
+  // joins; it terminates them on SIGTERM.
+  const daemon = mtaDaemon({
+    name: 'postfix',
+    daemon: 'postfix master',
+    resolvConf: workspace.resolvConf,
+    command: [paths.master, '-c', etc],
+    env: environment,
+    host,
+    listeners,
+    startTimeoutMs: options.startTimeoutMs ?? 10_000,
+    diagnostics,
+  });
 
-  const stop = async (): Promise<void> => {
-    const running = child;
-    if (!running || running.pid === undefined) return;
-    const pgid = running.pid;
-    if (running.exitCode === null && running.signalCode === null) {
-      const exited = new Promise<void>((resolve) => running.once('exit', () => resolve()));
-      // The master terminates its children (its process group) on SIGTERM.
-      killGroup(pgid, 'SIGTERM');
-      const timer = setTimeout(() => killGroup(pgid, 'SIGKILL'), 3000);
-      await exited;
-      clearTimeout(timer);
-    }
-    killGroup(pgid, 'SIGKILL');
-    for (let waited = 0; groupRunning(pgid) && waited < 5000; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
-    liveProcessGroups.delete(pgid);
-    child = undefined;
-  };
-
-  const start = async (): Promise<void> => {
-    if (child && child.exitCode === null && child.signalCode === null) throw new Error('postfix harness: already running');
-    stderr = '';
-    // A private mount namespace so the resolv.conf swap is invisible to the rest of the host. The
-    // master stays in the foreground and is the leader of the process group every daemon joins.
-    const script = 'mount --bind "$0" /etc/resolv.conf && exec "$1" -c "$2"';
-    const started = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, resolvConf, paths.master, etc], {
-      detached: true,
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env: environment,
-    });
-    child = started;
-    const pgid = started.pid;
-    if (pgid === undefined) throw new Error('postfix harness: spawn failed');
-    liveProcessGroups.add(pgid);
-    started.stderr?.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-    });
-    started.on('exit', () => {
-      killGroup(pgid, 'SIGKILL');
-      liveProcessGroups.delete(pgid);
-    });
-    try {
-      const timeoutMs = options.startTimeoutMs ?? 10_000;
-      const deadline = Date.now() + timeoutMs;
-      for (const listener of listeners) {
-        for (;;) {
-          if (started.exitCode !== null || started.signalCode !== null) {
-            throw new Error(`postfix master exited during startup (${started.exitCode ?? started.signalCode})\n${await diagnostics()}`);
-          }
-          if ((await probe(host, listener.port, listener.proxyProtocol))?.startsWith('220')) break;
-          if (Date.now() > deadline) throw new Error(`postfix did not listen on ${host}:${listener.port} within ${timeoutMs} ms\n${await diagnostics()}`);
-          await new Promise((resolve) => setTimeout(resolve, 50));
-        }
-      }
-    } catch (error) {
-      await stop();
-      throw error;
-    }
-  };
-
-  const mailDir = path.join(dir, 'mail', 'maildir');
-  const deliveries = async (): Promise<PostfixDelivery[]> => {
-    const newDir = path.join(mailDir, 'new');
-    let names: string[];
-    try {
-      names = await readdir(newDir);
-    } catch {
-      return [];
-    }
-    const files = await Promise.all(
-      names.map(async (name) => {
-        const file = path.join(newDir, name);
-        const info = await stat(file, { bigint: true });
-        return { name, mtime: info.mtimeNs, delivery: parseDelivery(await readFile(file), POSTFIX_HOSTNAME) };
-      }),
-    );
-    files.sort((a, b) => (a.mtime < b.mtime ? -1 : a.mtime > b.mtime ? 1 : a.name.localeCompare(b.name)));
-    return files.map((file) => file.delivery);
-  };
-
-  const messages = async (): Promise<Buffer[]> => {
-    const seen = new Set<string>();
-    const out: Buffer[] = [];
-    for (const delivery of await deliveries()) {
-      if (delivery.queueId !== '' && seen.has(delivery.queueId)) continue;
-      seen.add(delivery.queueId);
-      out.push(delivery.data);
-    }
-    return out;
-  };
+  const maildir = path.join(dir, 'mail', 'maildir');
+  const deliveries = async (): Promise<PostfixDelivery[]> => (await readMaildir(maildir)).map((raw) => parseDelivery(raw, POSTFIX_HOSTNAME));
+  const messages = async (): Promise<Buffer[]> => firstCopies(await deliveries(), (delivery) => delivery.queueId);
 
   const queued = async (): Promise<string[]> => {
     const ids: string[] = [];
@@ -653,7 +435,6 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
     return [...new Set(ids)].sort();
   };
 
-  let closed = false;
   const postfix: Postfix = {
     host,
     port,
@@ -663,63 +444,19 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
     hostname: POSTFIX_HOSTNAME,
     messages,
     deliveries,
-    waitForMessages: async (n, timeoutMs = 10_000) => {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const delivered = await messages();
-        if (delivered.length >= n) return delivered;
-        if (Date.now() > deadline) {
-          throw new Error(`postfix: ${delivered.length} of ${n} messages delivered after ${timeoutMs} ms\n${await diagnostics()}`);
-        }
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-    },
-    clearMessages: async () => {
-      for (const sub of ['new', 'cur', 'tmp']) {
-        const subDir = path.join(mailDir, sub);
-        let names: string[] = [];
-        try {
-          names = await readdir(subDir);
-        } catch {
-          continue;
-        }
-        await Promise.all(names.map((name) => rm(path.join(subDir, name), { force: true })));
-      }
-    },
+    waitForMessages: (n, timeoutMs = 10_000) => waitForMessageCount('postfix', messages, n, timeoutMs, diagnostics),
+    clearMessages: () => clearMaildir(maildir),
     maillog,
-    waitForLog: async (pattern, timeoutMs = 10_000) => {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const log = await maillog();
-        if (pattern.test(log)) return log;
-        if (Date.now() > deadline) throw new Error(`postfix: maillog did not match ${pattern} within ${timeoutMs} ms\n${await diagnostics()}`);
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-    },
+    waitForLog: (pattern, timeoutMs = 10_000) =>
+      poll(maillog, (log) => pattern.test(log), timeoutMs, async () => `postfix: maillog did not match ${pattern} within ${timeoutMs} ms\n${await diagnostics()}`),
     queued,
     flushQueue: async () => {
       const result = spawnSync(path.join(paths.commandDirectory, 'postqueue'), ['-c', etc, '-f'], { encoding: 'utf8', env: environment, timeout: 10_000 });
       if (result.status !== 0) throw new Error(`postfix: postqueue -f failed (${result.status ?? result.signal}): ${result.stderr}`);
     },
-    stop,
-    start,
-    close: async () => {
-      if (closed) return;
-      closed = true;
-      await stop();
-      if (ownsDns) await dns.close();
-      if (keepTestDirs()) process.stderr.write(`(kept postfix dir ${dir})\n`);
-      else await rm(dir, { recursive: true, force: true });
-      liveDirs.delete(dir);
-    },
+    stop: daemon.stop,
+    start: daemon.start,
+    close: closeOnce(daemon, workspace),
   };
-
-  options.cleanupWith?.after(() => postfix.close());
-  try {
-    await start();
-  } catch (error) {
-    await postfix.close();
-    throw error;
-  }
-  return postfix;
+  return startOrClose(postfix, options.cleanupWith);
 }

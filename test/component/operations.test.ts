@@ -404,6 +404,18 @@ test('SIGHUP: a new selector key and config take effect for new transactions; an
   assert.equal(await child.exit, 0);
 });
 
+/** A session whose message is sent and whose reply the (slow) sink still holds back. */
+async function messageInFlight(port: number): Promise<SmtpDialog> {
+  const busy = await SmtpDialog.connect(port);
+  await busy.command('EHLO client.test');
+  await busy.command('MAIL FROM:<alice@example.com>');
+  await busy.command('RCPT TO:<bob@example.net>');
+  await busy.command('DATA');
+  busy.write(`${message('alice@example.com')}.\r\n`);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  return busy;
+}
+
 test('SIGTERM: the in-flight transaction completes, idle sessions get 421, new connections are refused, exit 0', async (t) => {
   const setup = await childSetup(t, { dataDelayMs: 1000 });
   await makeKeys([{ domain: 'example.com', selector: 's1', algorithm: 'ed25519' }], setup.keysDir);
@@ -462,13 +474,7 @@ test('SIGTERM: a transaction still running at shutdown.deadline gets 421, and se
   await makeKeys([{ domain: 'example.com', selector: 's1', algorithm: 'ed25519' }], setup.keysDir);
   await setup.writeConfig(['s1'], 'shutdown: { deadline: 300ms }');
   const child = await startChild(t, setup.configFile, setup.smtpPort);
-  const busy = await SmtpDialog.connect(setup.smtpPort);
-  await busy.command('EHLO client.test');
-  await busy.command('MAIL FROM:<alice@example.com>');
-  await busy.command('RCPT TO:<bob@example.net>');
-  await busy.command('DATA');
-  busy.write(`${message('alice@example.com')}.\r\n`);
-  await new Promise((resolve) => setTimeout(resolve, 200));
+  const busy = await messageInFlight(setup.smtpPort);
   const stoppedAt = Date.now();
   child.process.kill('SIGTERM');
   assert.equal(await busy.readReply(1500), '421 4.3.2 Service shutting down, try again later');
@@ -481,13 +487,7 @@ test('SIGTERM twice: the second one does not wait for shutdown.deadline', async 
   await makeKeys([{ domain: 'example.com', selector: 's1', algorithm: 'ed25519' }], setup.keysDir);
   await setup.writeConfig(['s1'], 'shutdown: { deadline: 30s }');
   const child = await startChild(t, setup.configFile, setup.smtpPort);
-  const busy = await SmtpDialog.connect(setup.smtpPort);
-  await busy.command('EHLO client.test');
-  await busy.command('MAIL FROM:<alice@example.com>');
-  await busy.command('RCPT TO:<bob@example.net>');
-  await busy.command('DATA');
-  busy.write(`${message('alice@example.com')}.\r\n`);
-  await new Promise((resolve) => setTimeout(resolve, 200));
+  const busy = await messageInFlight(setup.smtpPort);
   child.process.kill('SIGTERM');
   await new Promise((resolve) => setTimeout(resolve, 300));
   assert.equal(child.process.exitCode, null, 'still draining');

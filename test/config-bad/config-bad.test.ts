@@ -4,9 +4,9 @@
 import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
 import { main } from '../../src/cli/run.ts';
+import { runCommand } from '../helpers/cli.ts';
 
 const directory = import.meta.dirname;
 
@@ -15,15 +15,8 @@ for (const file of (await readdir(directory)).filter((name) => name.endsWith('.y
     const text = await readFile(path.join(directory, file), 'utf8');
     const expected = /^# expect: (.*)$/m.exec(text)?.[1];
     assert.ok(expected, `${file} must start with "# expect: <error>"`);
-    let stderr = '';
-    let stdout = '';
-    const code = await main(['check-config', '--config', path.join(directory, file)], {
-      stdout: (chunk) => (stdout += chunk),
-      stderr: (chunk) => (stderr += chunk),
-      stdin: new PassThrough(),
-      env: {},
-    });
-    assert.equal(code, 1, `exit code; stdout ${stdout}`);
-    assert.ok(stderr.includes(expected), `expected ${JSON.stringify(expected)} in:\n${stderr}`);
+    const { code, out, err } = await runCommand(main, ['check-config', '--config', path.join(directory, file)]);
+    assert.equal(code, 1, `exit code; stdout ${out}`);
+    assert.ok(err.includes(expected), `expected ${JSON.stringify(expected)} in:\n${err}`);
   });
 }

@@ -41,6 +41,18 @@ export async function makeKeys(keys: readonly TestKey[], keysDir?: string): Prom
   return { keysDir: dir, records };
 }
 
+/**
+ * The keys a signing table names (a `*.domain` entry's keys live under domain), once each; a
+ * selector starting with "ed" gets an Ed25519 key, any other RSA — the convention of the shipped
+ * example configs.
+ */
+export function keysForSigningTable(domains: Readonly<Record<string, string | readonly string[]>>): TestKey[] {
+  const keys = Object.entries(domains).flatMap(([pattern, selectors]) =>
+    [selectors].flat().map((selector): TestKey => ({ domain: pattern.replace(/^\*\./, ''), selector, algorithm: selector.startsWith('ed') ? 'ed25519' : 'rsa' })),
+  );
+  return [...new Map(keys.map((key) => [`${key.domain}/${key.selector}`, key])).values()];
+}
+
 export function recordsResolver(records: Map<string, string>) {
   return async (name: string, type: string): Promise<string[][]> => {
     const value = type === 'TXT' ? records.get(name.toLowerCase()) : undefined;

@@ -24,7 +24,7 @@ import { verifyWithDkimpy } from '../helpers/dkimpy.ts';
 import type { Zone } from '../helpers/dns-server.ts';
 import { parseAuthenticationResults, parseReceivedSpf } from '../helpers/header-parsers.ts';
 import { startPostfix, withoutPostfixFields, type Postfix, type PostfixDelivery } from '../helpers/postfix.ts';
-import { makeKeys } from '../helpers/sello.ts';
+import { keysForSigningTable, makeKeys } from '../helpers/sello.ts';
 import { SmtpDialog, sendMail } from '../helpers/smtp-dialog.ts';
 import { checkDkimpy, checkPostfix, freePort, removeTempDir, suiteOptions, SYSTEM_PYTHON, tempDir, type ToolCheck } from '../helpers/tools.ts';
 
@@ -65,10 +65,7 @@ type RawSelloConfig = {
  */
 async function shippedSello(file: string): Promise<{ raw: RawSelloConfig; records: Map<string, string> }> {
   const raw = parse(await readFile(path.join(ROOT, 'config/examples', file), 'utf8')) as RawSelloConfig;
-  const keys = Object.entries(raw.signing.domains).flatMap(([pattern, selectors]) =>
-    [selectors].flat().map((selector) => ({ domain: pattern.replace(/^\*\./, ''), selector, algorithm: selector.startsWith('ed') ? ('ed25519' as const) : ('rsa' as const) })),
-  );
-  const unique = [...new Map(keys.map((key) => [`${key.domain}/${key.selector}`, key])).values()];
+  const unique = keysForSigningTable(raw.signing.domains);
   const { keysDir, records } = await makeKeys(unique, await tempDir());
   keysDirs.push(keysDir);
   raw.signing.keysDir = keysDir;

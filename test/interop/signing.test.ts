@@ -5,7 +5,6 @@
 // Also: in-step relay against real Exim (its RCPT refusals, Exim down → 451 4.4.1).
 
 import assert from 'node:assert/strict';
-import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { startSello, type RunningSello } from '../../src/app.ts';
 import { main } from '../../src/cli/run.ts';
@@ -16,18 +15,12 @@ import type { Zone } from '../helpers/dns-server.ts';
 import { eximDkimResults, startExim, withoutEximFields, type Exim } from '../helpers/exim.ts';
 import { sendMail, SmtpDialog } from '../helpers/smtp-dialog.ts';
 import { checkDkimpy, checkExim, suiteOptions, tempDir } from '../helpers/tools.ts';
+import { runCommand } from '../helpers/cli.ts';
 
 /** Runs `sello keygen` in-process and turns its BIND output into the TXT strings to publish. */
 async function keygen(keysDir: string, domain: string, selector: string, algorithm: 'rsa' | 'ed25519'): Promise<{ name: string; strings: string[] }> {
-  let stdout = '';
-  let stderr = '';
-  const code = await main(['keygen', domain, '--selector', selector, '--algorithm', algorithm, '--keys-dir', keysDir, '--format', 'bind'], {
-    stdout: (text) => (stdout += text),
-    stderr: (text) => (stderr += text),
-    stdin: new PassThrough(),
-    env: {},
-  });
-  assert.equal(code, 0, stderr);
+  const { code, out: stdout, err } = await runCommand(main, ['keygen', domain, '--selector', selector, '--algorithm', algorithm, '--keys-dir', keysDir, '--format', 'bind']);
+  assert.equal(code, 0, err);
   const match = /^(\S+)\. IN TXT \( (.*) \)$/m.exec(stdout);
   assert.ok(match, `unexpected keygen output: ${stdout}`);
   const strings = [...(match[2] as string).matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((m) => (m[1] as string).replace(/\\(.)/g, '$1'));

@@ -6,14 +6,13 @@ import { execFile, execFileSync } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import { dnsRecordCommand } from '../../../src/cli/dns-record.ts';
-import type { CliIo } from '../../../src/cli/io.ts';
 import { keygenCommand } from '../../../src/cli/keygen.ts';
 import { KeyError, UsageError } from '../../../src/errors.ts';
+import { type CommandRun, runCommand } from '../../helpers/cli.ts';
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 const execFileAsync = promisify(execFile);
@@ -26,21 +25,8 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function invoke(command: typeof dnsRecordCommand, args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const io: CliIo & { out: string; err: string } = {
-    out: '',
-    err: '',
-    stdout: (text) => {
-      io.out += text;
-    },
-    stderr: (text) => {
-      io.err += text;
-    },
-    stdin: Readable.from([]),
-    env: {},
-  };
-  const code = await command(args, io);
-  return { code, out: io.out, err: io.err };
+function invoke(command: typeof dnsRecordCommand, args: string[]): Promise<CommandRun> {
+  return runCommand(command, args);
 }
 
 test('prints the same record keygen printed, in every format', async () => {

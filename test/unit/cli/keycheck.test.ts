@@ -7,31 +7,17 @@ import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import type { CliIo } from '../../../src/cli/io.ts';
 import { judge, parseKeyRecord, type KeyCheck } from '../../../src/cli/keycheck.ts';
 import { main } from '../../../src/cli/run.ts';
 import { dnsRecordValue, generateKey, loadKey, splitTxtStrings, writeKey } from '../../../src/signing/keys.ts';
 import { startDnsServer, type DnsServer } from '../../helpers/dns-server.ts';
+import { runCommand } from '../../helpers/cli.ts';
 
 type Run = { code: number; out: string; err: string };
 
-async function sello(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
-  const io: CliIo & { out: string; err: string } = {
-    out: '',
-    err: '',
-    stdout: (text) => {
-      io.out += String(text);
-    },
-    stderr: (text) => {
-      io.err += text;
-    },
-    stdin: Readable.from([]),
-    env,
-  };
-  const code = await main(args, io);
-  return { code, out: io.out, err: io.err };
+function sello(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
+  return runCommand(main, args, { env });
 }
 
 /** The character-strings of keygen's BIND line: `name. IN TXT ( "…" "…" )`. */

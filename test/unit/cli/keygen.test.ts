@@ -1,4 +1,4 @@
-// Tests for `sello keygen` (src/cli/keygen.ts): in-process with a fake CliIo, and once as a real
+// Tests for `sello keygen` (src/cli/keygen.ts): in-process (test/helpers/cli.ts), and once as a real
 // process through bin/sello.js so main.ts's dispatch and exit codes are covered too.
 
 import assert from 'node:assert/strict';
@@ -7,14 +7,13 @@ import { createPrivateKey } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import type { CliIo } from '../../../src/cli/io.ts';
 import { createKeygenCommand, defaultSelector, keygenCommand } from '../../../src/cli/keygen.ts';
 import { KeyError, UsageError } from '../../../src/errors.ts';
 import { dnsRecordValue, formatRecord, generateKey, loadKey, splitTxtStrings, writeKey } from '../../../src/signing/keys.ts';
+import { type CommandRun, runCommand } from '../../helpers/cli.ts';
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 const execFileAsync = promisify(execFile);
@@ -46,26 +45,8 @@ function keysDir(): string {
   return join(dir, `keys-${String(counter)}`);
 }
 
-function fakeIo(): CliIo & { out: string; err: string } {
-  const io = {
-    out: '',
-    err: '',
-    stdout: (text: string) => {
-      io.out += text;
-    },
-    stderr: (text: string) => {
-      io.err += text;
-    },
-    stdin: Readable.from([]),
-    env: {},
-  };
-  return io;
-}
-
-async function keygen(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const io = fakeIo();
-  const code = await keygenCommand(args, io);
-  return { code, out: io.out, err: io.err };
+function keygen(args: string[]): Promise<CommandRun> {
+  return runCommand(keygenCommand, args);
 }
 
 function parseBind(text: string): { name: string; strings: string[] } {
@@ -85,10 +66,10 @@ describe('defaultSelector', () => {
   test('keygen without --selector uses it (injected clock)', async () => {
     const directory = keysDir();
     const command = createKeygenCommand(() => new Date(Date.UTC(2026, 10, 5)));
-    const io = fakeIo();
-    assert.equal(await command(['example.com', '--keys-dir', directory], io), 0);
+    const run = await runCommand(command, ['example.com', '--keys-dir', directory]);
+    assert.equal(run.code, 0);
     assert.deepEqual(await readdir(join(directory, 'example.com')), ['202611.pem']);
-    assert.match(io.out, /^202611\._domainkey\.example\.com\. IN TXT /);
+    assert.match(run.out, /^202611\._domainkey\.example\.com\. IN TXT /);
   });
 
   test('keygen without --selector uses the current month (real clock)', async () => {

@@ -2,12 +2,11 @@
 // loopback (test/helpers/dns-server.ts): output, identities, DNS failure, usage errors.
 
 import assert from 'node:assert/strict';
-import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import type { CliIo } from '../../../src/cli/io.ts';
 import { spfCommand, spfUsage } from '../../../src/cli/spf.ts';
 import { UsageError } from '../../../src/errors.ts';
 import { startDnsServer, type DnsServer } from '../../helpers/dns-server.ts';
+import { type CommandRun, runCommand } from '../../helpers/cli.ts';
 
 let dns: DnsServer;
 before(async () => {
@@ -25,21 +24,8 @@ after(async () => {
   await dns.close();
 });
 
-async function spf(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const io: CliIo & { out: string; err: string } = {
-    out: '',
-    err: '',
-    stdout: (text) => {
-      io.out += text;
-    },
-    stderr: (text) => {
-      io.err += text;
-    },
-    stdin: Readable.from([]),
-    env: {},
-  };
-  const code = await spfCommand(args, io);
-  return { code, out: io.out, err: io.err };
+function spf(args: string[]): Promise<CommandRun> {
+  return runCommand(spfCommand, args);
 }
 
 const base = (): string[] => ['--dns', dns.address, '--receiver', 'mx.example.org'];

@@ -5,11 +5,11 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
 import { parse } from 'yaml';
 import { main } from '../../../src/cli/run.ts';
-import { makeKeys } from '../../helpers/sello.ts';
+import { keysForSigningTable, makeKeys } from '../../helpers/sello.ts';
+import { runCommand } from '../../helpers/cli.ts';
 
 const root = path.join(import.meta.dirname, '../../../config');
 const files = [
@@ -24,20 +24,10 @@ for (const file of files) {
     const raw = parse(await readFile(file, 'utf8')) as { signing?: { domains?: Record<string, string | string[]> } };
     const keysDir = await mkdtemp(path.join(tmpdir(), 'sello-example-keys-'));
     t.after(() => rm(keysDir, { recursive: true, force: true }));
-    const keys = Object.entries(raw.signing?.domains ?? {}).flatMap(([pattern, selectors]) =>
-      [selectors].flat().map((selector) => ({ domain: pattern.replace(/^\*\./, ''), selector, algorithm: selector.startsWith('ed') ? ('ed25519' as const) : ('rsa' as const) })),
-    );
-    const unique = [...new Map(keys.map((key) => [`${key.domain}/${key.selector}`, key])).values()];
+    const unique = keysForSigningTable(raw.signing?.domains ?? {});
     await makeKeys(unique, keysDir);
-    let stdout = '';
-    let stderr = '';
-    const code = await main(['check-config', '--config', file], {
-      stdout: (text) => (stdout += text),
-      stderr: (text) => (stderr += text),
-      stdin: new PassThrough(),
-      env: { SELLO_KEYS_DIR: keysDir },
-    });
-    assert.equal(code, 0, stderr);
-    assert.match(stdout, /: OK \(\d+ listener\(s\), \d+ signing key\(s\)\)/);
+    const { code, out, err } = await runCommand(main, ['check-config', '--config', file], { env: { SELLO_KEYS_DIR: keysDir } });
+    assert.equal(code, 0, err);
+    assert.match(out, /: OK \(\d+ listener\(s\), \d+ signing key\(s\)\)/);
   });
 }

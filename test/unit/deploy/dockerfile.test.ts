@@ -15,7 +15,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { parse } from 'yaml';
-import { makeKeys } from '../../helpers/sello.ts';
+import { keysForSigningTable, makeKeys } from '../../helpers/sello.ts';
 
 const root = path.join(import.meta.dirname, '../../..');
 const execFileAsync = promisify(execFile);
@@ -246,9 +246,7 @@ test("the production install (npm ci --omit=dev) starts with the image's ENTRYPO
   const config = dockerYamlText.replace(/^(\s*(?:- )?listen: 0\.0\.0\.0:)(\d+)$/gm, (_, prefix: string, port: string) => `${prefix}${String(ports.get(Number(port)))}`);
   const configFile = path.join(app, 'config/sello.yaml');
   await writeFile(configFile, config);
-  const keys = Object.entries(dockerYaml.signing.domains).flatMap(([domain, selectors]) =>
-    [selectors].flat().map((selector) => ({ domain, selector, algorithm: selector.startsWith('ed') ? ('ed25519' as const) : ('rsa' as const) })),
-  );
+  const keys = keysForSigningTable(dockerYaml.signing.domains);
   const { keysDir } = await makeKeys(keys, path.join(scratch, 'keys'));
 
   const [entry, script] = exec('ENTRYPOINT');

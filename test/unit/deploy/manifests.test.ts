@@ -8,13 +8,13 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
 import { parse, parseAllDocuments } from 'yaml';
 import { main } from '../../../src/cli/run.ts';
 import { parseConfig } from '../../../src/config/load.ts';
 import { READINESS_CHECK_TIMEOUT_MS } from '../../../src/observability/http.ts';
-import { makeKeys } from '../../helpers/sello.ts';
+import { keysForSigningTable, makeKeys } from '../../helpers/sello.ts';
+import { runCommand } from '../../helpers/cli.ts';
 
 const root = path.join(import.meta.dirname, '../../..');
 const kubernetesDir = path.join(root, 'deploy/kubernetes');
@@ -204,20 +204,11 @@ test("the ConfigMap's sello.yaml passes sello check-config", async (t) => {
   t.after(() => rm(scratch, { recursive: true, force: true }));
   const file = path.join(scratch, 'sello.yaml');
   await writeFile(file, configMap.data['sello.yaml'] ?? '');
-  const keys = Object.entries(selloYaml.signing.domains).flatMap(([pattern, selectors]) =>
-    [selectors].flat().map((selector) => ({ domain: pattern.replace(/^\*\./, ''), selector, algorithm: selector.startsWith('ed') ? ('ed25519' as const) : ('rsa' as const) })),
-  );
+  const keys = keysForSigningTable(selloYaml.signing.domains);
   const { keysDir } = await makeKeys(keys, path.join(scratch, 'keys'));
-  let stdout = '';
-  let stderr = '';
-  const code = await main(['check-config', '--config', file], {
-    stdout: (text) => (stdout += String(text)),
-    stderr: (text) => (stderr += text),
-    stdin: new PassThrough(),
-    env: { SELLO_KEYS_DIR: keysDir },
-  });
-  assert.equal(code, 0, stderr);
-  assert.match(stdout, /: OK \(3 listener\(s\), 2 signing key\(s\)\)/);
+  const { code, out, err } = await runCommand(main, ['check-config', '--config', file], { env: { SELLO_KEYS_DIR: keysDir } });
+  assert.equal(code, 0, err);
+  assert.match(out, /: OK \(3 listener\(s\), 2 signing key\(s\)\)/);
 });
 
 test('the Prometheus scrape job keeps the annotated sello pods', async () => {

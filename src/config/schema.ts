@@ -7,6 +7,7 @@ import { BlockList, isIP } from 'node:net';
 import os from 'node:os';
 import { z } from 'zod';
 import { forwardModes, mtaSeesRealClient } from '../relay/forwarding.ts';
+import { parseSmtpUrl } from '../relay/smtp-target.ts';
 
 /** "500ms", "30s", "5m", "2h", "7d" or a number of seconds → milliseconds. */
 export function parseDuration(value: string | number): number | undefined {
@@ -311,7 +312,53 @@ export const configSchema = z
         context.addIssue({ code: 'custom', path: ['listeners', index, 'listen'], message: 'a filter listener must listen on a loopback address (127.0.0.0/8 or ::1)' });
       }
     });
+    reportRelayLoops(config, context);
   });
+
+/**
+ * A relay target that is one of sello's own listeners is a mail loop: each hop opens one more
+ * session to itself until the per-address connection limit answers 421 and the client hears
+ * 451 4.4.1 (seen in a test where a listener got its own relay's port). Caught here, by address;
+ * a wildcard listener (0.0.0.0, ::) loops for loopback targets. Port 0 is chosen by the OS and
+ * cannot be checked.
+ */
+function reportRelayLoops(
+  config: { relay: { target: string }; listeners: readonly { name: string; listen: { host: string; port: number }; relay?: { target: string } | undefined }[] },
+  context: z.RefinementCtx,
+): void {
+  const endpointOf = (target: string) => {
+    try {
+      return /^(smtp|lmtp):/i.test(target) ? parseSmtpUrl(target) : undefined;
+    } catch {
+      return undefined; // An unusable URL is reported where the target is built.
+    }
+  };
+  const sameHost = (listen: string, target: string) =>
+    listen === target ||
+    (wildcardHosts.has(listen) && isLoopback(target)) ||
+    (target === 'localhost' && (listen === '127.0.0.1' || listen === '::1'));
+  const loopsTo = (target: string) => {
+    const endpoint = endpointOf(target);
+    if (!endpoint) return undefined;
+    return config.listeners.find((listener) => listener.listen.port !== 0 && listener.listen.port === endpoint.port && sameHost(listener.listen.host, endpoint.host));
+  };
+  const report = (path: (string | number)[], target: string) => {
+    const listener = loopsTo(target);
+    if (!listener) return;
+    const { host, port } = listener.listen;
+    context.addIssue({
+      code: 'custom',
+      path,
+      message: `"${target}" is sello's own listener "${listener.name}" (${host.includes(':') ? `[${host}]` : host}:${port}): mail would loop back into sello; point it at the MTA`,
+    });
+  };
+  config.listeners.forEach((listener, index) => {
+    if (listener.relay) report(['listeners', index, 'relay', 'target'], listener.relay.target);
+  });
+  if (config.listeners.some((listener) => !listener.relay)) report(['relay', 'target'], config.relay.target);
+}
+
+const wildcardHosts = new Set(['0.0.0.0', '::', '::0']);
 
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;

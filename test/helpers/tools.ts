@@ -3,7 +3,7 @@
 // Must not: install anything, or silently skip — every skip prints a banner on stderr.
 
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -186,17 +186,52 @@ export function checkPromtool(): ToolCheck {
   return memo('promtool', () => versionCheck('promtool', ['/usr/bin/promtool'], 'prometheus (Debian; ships /usr/bin/promtool)'));
 }
 
-/** A TCP port on 127.0.0.1 that was free a moment ago (a small race remains; tests bind it soon). */
-export async function freePort(host = '127.0.0.1'): Promise<number> {
+/**
+ * Ports handed out by freePort: below the kernel's ephemeral range (Linux default 32768–60999), so
+ * no `listen(0)` (every in-process listener, sink and DNS server of the tests) can be given the same
+ * port in the window between freePort answering and the caller binding it. Drawing from the
+ * ephemeral range made that race real: a sello under test once got its own relay target's "dead"
+ * port for a listener and relayed to itself.
+ */
+const FREE_PORT_RANGE = ((): { low: number; high: number } => {
+  let ephemeralLow = 32_768;
+  try {
+    ephemeralLow = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || ephemeralLow;
+  } catch {
+    // Not Linux: keep the Linux default.
+  }
+  const high = Math.min(32_000, ephemeralLow);
+  if (high - 4_000 < 1_024) throw new Error(`freePort: the ephemeral port range starts at ${ephemeralLow}, leaving no room below it`);
+  return { low: high - 12_000 > 1_024 ? high - 12_000 : 1_024, high };
+})();
+const handedOut = new Set<number>();
+
+async function bindable(port: number, host: string): Promise<boolean> {
   const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, host, () => resolve());
+  const bound = await new Promise<boolean>((resolve) => {
+    server.once('error', () => resolve(false));
+    server.listen({ port, host, exclusive: true }, () => resolve(true));
   });
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === 'string') throw new Error('freePort: no TCP address');
-  return address.port;
+  if (bound) await new Promise<void>((resolve) => server.close(() => resolve()));
+  return bound;
+}
+
+/**
+ * A TCP port on `host` that was free a moment ago and is outside the ephemeral range (see
+ * FREE_PORT_RANGE). Random, and never the same twice in one process; a race remains only with
+ * another freePort caller in another process picking the same random port at the same moment.
+ */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const { low, high } = FREE_PORT_RANGE;
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = low + Math.floor(Math.random() * (high - low));
+    if (handedOut.has(port)) continue;
+    if (await bindable(port, host)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error(`freePort: no free port on ${host} in ${low}–${high} after 200 attempts`);
 }
 
 /** Keep test directories for post-mortem when SELLO_KEEP_TEST_DIRS is set. */

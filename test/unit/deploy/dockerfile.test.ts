@@ -16,6 +16,7 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { parse } from 'yaml';
 import { keysForSigningTable, makeKeys } from '../../helpers/sello.ts';
+import { freePort } from '../../helpers/tools.ts';
 
 const root = path.join(import.meta.dirname, '../../..');
 const execFileAsync = promisify(execFile);
@@ -80,16 +81,6 @@ async function runHealthcheck(port: number): Promise<number> {
     assert.equal(typeof code, 'number', String(error));
     return code as number;
   }
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as net.AddressInfo;
-  server.close();
-  await once(server, 'close');
-  return port;
 }
 
 test('multi-stage build on Node 24 slim: production dependencies only, a non-root user', () => {

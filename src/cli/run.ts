@@ -12,6 +12,7 @@ const commands: Record<string, () => Promise<Command>> = {
   sign: async () => (await import('./sign.ts')).signCommand,
   'check-config': async () => (await import('./check-config.ts')).checkConfigCommand,
   spf: async () => (await import('./spf.ts')).spfCommand,
+  passwd: async () => (await import('./passwd.ts')).passwdCommand,
   verify: async () => (await import('./verify.ts')).verifyCommand,
 };
 
@@ -25,6 +26,7 @@ commands:
   sign           DKIM-sign a message from stdin with the configured keys
   check-config   validate the configuration and keys
   spf            evaluate SPF for an IP, sender and HELO, print the result and Received-SPF
+  passwd         print a user's line for a local AUTH credentials file
   verify         verify the DKIM signatures and ARC chain of a message from stdin
 
 Run 'sello <command> --help' for a command's options.

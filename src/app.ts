@@ -4,6 +4,7 @@
 // Must not: parse argv, read the config file or handle signals (cli/, config/), or hold
 // per-message logic.
 
+import { CredentialStore } from './auth/credentials.ts';
 import type { Config, ListenerConfig, RelayConfig } from './config/schema.ts';
 import { createResolver, type DnsResolver } from './dns/resolver.ts';
 import { ConfigError } from './errors.ts';
@@ -110,6 +111,21 @@ interface ListenerPlan {
   config: ListenerConfig;
   relay: RelayTarget;
   tls?: TlsMaterial;
+  /** Local AUTH (listener.auth.credentials); absent: AUTH is passed through to the MTA. */
+  credentials?: CredentialStore;
+}
+
+/** Each listener's credentials file, read once per config even when listeners share it. */
+export async function loadCredentials(config: Config): Promise<(CredentialStore | undefined)[]> {
+  const byFile = new Map<string, Promise<CredentialStore>>();
+  return Promise.all(
+    config.listeners.map((listener, index) => {
+      const file = listener.auth?.credentials;
+      if (file === undefined) return undefined;
+      if (!byFile.has(file)) byFile.set(file, CredentialStore.load(file, `listeners[${index}].auth.credentials`));
+      return byFile.get(file);
+    }),
+  );
 }
 
 interface ActiveListener {
@@ -135,6 +151,7 @@ async function prepareGeneration(
   const defaultRelay = relayTargetFor(config, config.relay, 'relay.target');
   const relays = new Map<string, RelayTarget>();
   const listeners: ListenerPlan[] = [];
+  const credentials = await loadCredentials(config);
   for (const [index, listenerConfig] of config.listeners.entries()) {
     const relay = listenerConfig.relay ? relayTargetFor(config, listenerConfig.relay, `listeners[${index}].relay.target`) : defaultRelay;
     if (!relays.has(relay.description)) relays.set(relay.description, relay);
@@ -147,7 +164,8 @@ async function prepareGeneration(
         : keepSelfSigned
           ? old.plan.tls
           : await loadTlsMaterial(`listeners[${index}].tls`, listenerConfig.tls ?? {}, config.hostname);
-    listeners.push({ config: listenerConfig, relay, ...(tls ? { tls } : {}) });
+    const store = credentials[index];
+    listeners.push({ config: listenerConfig, relay, ...(tls ? { tls } : {}), ...(store ? { credentials: store } : {}) });
   }
   const needsDns = config.listeners.some((listener) => listener.role === 'mx');
   return {
@@ -169,8 +187,8 @@ async function prepareGeneration(
  */
 function keepsSocket(before: ListenerConfig, after: ListenerConfig): boolean {
   const fixed = (listener: ListenerConfig) => {
-    const { role, trustedNetworks, sign, relay, greetingDelay, reverseLookup, tls, ...rest } = listener;
-    void [role, trustedNetworks, sign, relay, greetingDelay, reverseLookup];
+    const { role, trustedNetworks, sign, relay, greetingDelay, reverseLookup, auth, tls, ...rest } = listener;
+    void [role, trustedNetworks, sign, relay, greetingDelay, reverseLookup, auth];
     return JSON.stringify({ ...rest, tlsMode: tls?.mode ?? 'none' });
   };
   return fixed(before) === fixed(after);
@@ -217,13 +235,15 @@ export async function startSello(config: Config, logger: Logger, options: StartO
     logger,
     metrics,
     ...(plan.tls ? { tls: plan.tls } : {}),
+    ...(plan.credentials ? { credentials: plan.credentials } : {}),
   });
 
   const announce = (next: Generation) => {
     for (const warning of next.signing.keys.warnings) logger.warn({ warning }, 'key warning');
+    for (const warning of new Set(next.listeners.flatMap((plan) => plan.credentials?.warnings ?? []))) logger.warn({ warning }, 'credentials warning');
     for (const plan of next.listeners) {
       if (plan.tls?.selfSigned) logger.warn({ listener: plan.config.name }, 'no tls.cert/tls.key configured: using a self-signed certificate');
-      if (plan.config.role === 'submission' && !plan.relay.supportsAuth) {
+      if (plan.config.role === 'submission' && !plan.relay.supportsAuth && !plan.credentials) {
         logger.warn({ listener: plan.config.name, relay: plan.relay.description }, 'the relay target cannot check passwords: AUTH is not offered, only trustedNetworks may send');
       }
     }

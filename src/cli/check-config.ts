@@ -1,7 +1,7 @@
 // `sello check-config [--config FILE]`: validate config, keys, certificates and relay targets
 // without starting anything. Exit 0 when sello would start, 1 with the failing key path otherwise.
 
-import { loadSigning, relayTargetFor } from '../app.ts';
+import { loadCredentials, loadSigning, relayTargetFor } from '../app.ts';
 import { loadConfig } from '../config/load.ts';
 import { loadTlsMaterial } from '../smtp/tls.ts';
 import { configPath } from './config-path.ts';
@@ -26,7 +26,10 @@ export const checkConfigCommand: Command = async (args, io) => {
       await loadTlsMaterial(`listeners[${index}].tls`, listener.tls, config.hostname);
     }
   }
-  for (const warning of signing.keys.warnings) io.stderr(`warning: ${warning}\n`);
-  io.stdout(`${file}: OK (${config.listeners.length} listener(s), ${signing.keys.size} signing key(s))\n`);
+  const credentials = new Set((await loadCredentials(config)).filter((store) => store !== undefined));
+  for (const warning of [...signing.keys.warnings, ...[...credentials].flatMap((store) => store.warnings)]) io.stderr(`warning: ${warning}\n`);
+  const users = [...credentials].reduce((total, store) => total + store.size, 0);
+  const localAuth = credentials.size > 0 ? `, ${users} local AUTH user(s)` : '';
+  io.stdout(`${file}: OK (${config.listeners.length} listener(s), ${signing.keys.size} signing key(s)${localAuth})\n`);
   return 0;
 };

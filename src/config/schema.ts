@@ -161,6 +161,11 @@ const listenerSchema = z
     reverseLookup: z.boolean().default(false),
     /** filter only: peers whose XFORWARD/XCLIENT (the real client, e.g. from Postfix's smtpd_proxy_filter) are believed. */
     xforwardPeers: z.array(peerAddress).default([]),
+    /**
+     * submission only: how AUTH is checked. Absent: passed through to the MTA (PRODUCT.md §2).
+     * credentials: a local file of "user:scrypt-hash" lines (sello passwd), checked by sello.
+     */
+    auth: z.strictObject({ credentials: z.string().min(1) }).optional(),
   })
   .superRefine((listener, context) => {
     if (listener.role !== 'filter' && listener.xforwardPeers.length > 0) {
@@ -176,6 +181,12 @@ const listenerSchema = z
     if (listener.verify !== undefined && listener.role !== 'filter') {
       // mx always verifies; submission mail is the users' own (PRODUCT.md §5: not checked).
       context.addIssue({ code: 'custom', path: ['verify'], message: `"verify" is for filter listeners (${listener.role === 'mx' ? 'an' : 'a'} ${listener.role} listener ${listener.role === 'mx' ? 'always verifies' : 'never does'})` });
+    }
+    if (listener.auth && listener.role !== 'submission') {
+      context.addIssue({ code: 'custom', path: ['auth'], message: `AUTH is for submission listeners (${listener.role === 'mx' ? 'an mx listener takes no AUTH' : 'a filter listener trusts its MTA'})` });
+    }
+    if (listener.auth && listener.relay && !localLoginReachesMta(listener.relay.forward)) {
+      context.addIssue({ code: 'custom', path: ['auth', 'credentials'], message: localLoginMessage(listener.relay.forward) });
     }
     if (listener.role === 'mx' && listener.sign) {
       // PRODUCT.md §2: mx never signs (it would sign whatever the Internet sends: a signing oracle).
@@ -312,8 +323,27 @@ export const configSchema = z
         context.addIssue({ code: 'custom', path: ['listeners', index, 'listen'], message: 'a filter listener must listen on a loopback address (127.0.0.0/8 or ::1)' });
       }
     });
+    config.listeners.forEach((listener, index) => {
+      if (listener.auth && !listener.relay && !localLoginReachesMta(config.relay.forward)) {
+        context.addIssue({ code: 'custom', path: ['listeners', index, 'auth', 'credentials'], message: localLoginMessage(config.relay.forward) });
+      }
+    });
     reportRelayLoops(config, context);
   });
+
+/**
+ * With local AUTH the MTA never sees the user log in. It relays their mail because it trusts the
+ * connection from sello (forward none; XFORWARD only informs Postfix's logs, XFORWARD_README), or
+ * because XCLIENT tells it LOGIN=user (XCLIENT_README). With PROXY it sees only the client's
+ * address, so it would refuse to relay for every user.
+ */
+function localLoginReachesMta(forward: (typeof forwardModes)[number]): boolean {
+  return forward === 'none' || forward === 'xforward' || forward === 'xclient';
+}
+
+function localLoginMessage(forward: string): string {
+  return `local AUTH cannot be used with relay.forward ${forward}: the MTA sees the client's address but not its login, so it would refuse to relay users' mail (use forward: xclient, which passes LOGIN=, or none)`;
+}
 
 /**
  * A relay target that is one of sello's own listeners is a mail loop: each hop opens one more

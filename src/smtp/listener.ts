@@ -7,6 +7,7 @@
 
 import { BlockList, isIP } from 'node:net';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
+import type { CredentialStore } from '../auth/credentials.ts';
 import { isLoopback, type Config, type ListenerConfig } from '../config/schema.ts';
 import { RelayError, Replies, SmtpReplyError, type SmtpReply } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -33,6 +34,8 @@ export interface ListenerDependencies {
   metrics: Metrics;
   /** Required unless listener.tls is absent or mode none. */
   tls?: TlsMaterial;
+  /** Local AUTH (listener.auth.credentials); absent: AUTH is passed through to the MTA. */
+  credentials?: CredentialStore;
 }
 
 /**
@@ -81,6 +84,8 @@ interface SessionState {
   record?: TransactionRecord;
   /** Kept in memory (never logged) to authenticate again if the downstream connection drops. */
   credentials?: Credentials;
+  /** The user sello itself authenticated (local AUTH); XCLIENT passes it on as LOGIN=. */
+  localUser?: string;
   transactionOpen: boolean;
   transactionStarted: number;
   /** mx: this transaction's SPF evaluation (once, at MAIL FROM). */
@@ -320,13 +325,23 @@ export class Listener {
    * never sent in clear over a network (RFC 4954 §4, RFC 8314 §3). Not offered → not advertised.
    */
   #offerAuth(session: SMTPServerSession): void {
-    const canAuth =
-      this.#deps.listener.role === 'submission' && this.#deps.relay.supportsAuth && (session.secure || isLoopback(session.remoteAddress));
+    const checker = this.#deps.credentials !== undefined || this.#deps.relay.supportsAuth;
+    const canAuth = this.#deps.listener.role === 'submission' && checker && (session.secure || isLoopback(session.remoteAddress));
     session.disabledCommands = canAuth ? [] : ['AUTH'];
   }
 
   async #onAuth(credentials: Credentials, session: SMTPServerSession): Promise<string> {
     const state = this.#state(session);
+    const store = state.deps.credentials;
+    if (store) {
+      // PRODUCT.md §2's alternative: sello checks the password; the MTA is not asked.
+      if (!(await store.verify(credentials.username, credentials.password))) {
+        this.#deps.logger.info({ session: session.id, listener: this.name, client: session.remoteAddress, user: credentials.username }, 'authentication failed (local credentials)');
+        throw new SmtpReplyError(Replies.authFailed);
+      }
+      state.localUser = credentials.username;
+      return credentials.username;
+    }
     const relay = await this.#openRelay(session, state);
     // PRODUCT.md §2: the MTA stays the source of truth for users; its verdict is the answer.
     const reply = await relay.authenticate(credentials);
@@ -339,7 +354,8 @@ export class Listener {
   }
 
   async #openRelay(session: SMTPServerSession, state: SessionState): Promise<RelaySession> {
-    const client = clientIdentity(session);
+    // Local AUTH: the MTA did not see the login; XCLIENT tells it (LOGIN=, XCLIENT_README).
+    const client = state.localUser ? { ...clientIdentity(session), login: state.localUser } : clientIdentity(session);
     if (state.relay && !state.relay.closed) {
       // A downstream session carries one client's identity (PROXY and XCLIENT are per
       // connection). A filter peer that forwards another client now (connection caching) gets

@@ -60,6 +60,8 @@ export async function startSink(options: SinkOptions = {}): Promise<Sink> {
     useXForward: options.useXForward ?? false,
     useXClient: options.useXClient ?? false,
     onAuth(auth, _session, callback) {
+      // XCLIENT LOGIN= from a peer allowed XCLIENT: believed, as Postfix does (XCLIENT_README).
+      if (auth.method === 'XCLIENT') return callback(null, { user: auth.username });
       if (auth.username === options.auth?.username && auth.password === options.auth?.password) return callback(null, { user: auth.username });
       callback(replyError('535 5.7.8 Authentication credentials invalid'));
     },

@@ -17,6 +17,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parse } from 'yaml';
 import { startSello, type RunningSello } from '../../src/app.ts';
+import { hashPassword } from '../../src/auth/credentials.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { selfSignedCertificate } from '../../src/smtp/tls.ts';
@@ -399,6 +400,37 @@ describe('topology 1: sello (mx, submission) in front of Postfix, XCLIENT', suit
     const viaSubmission = await submit(submissionPort, { from: 'mallory@example.com', to: 'victim@remote.example', data: message('mallory@example.com', 'victim@remote.example', 'relay via submission') });
     assert.equal(viaSubmission.mail, '530 5.7.0 Authentication required');
     assert.ok(!(await postfix.deliveries()).some((delivery) => delivery.recipient === 'victim@remote.example'));
+  });
+
+  test('local AUTH (auth.credentials): sello checks the password, XCLIENT LOGIN= makes Postfix relay for that user and log it', async () => {
+    // A user Postfix's SASL does not know: only sello's credentials file can let them relay.
+    const dir = await tempDir();
+    const credentials = path.join(dir, 'credentials');
+    await writeFile(credentials, `dave@example.com:${await hashPassword('tarragon', { logN: 10, r: 8, p: 1 })}\n`, { mode: 0o600 });
+    const raw = parse(await readFile(path.join(ROOT, 'config/examples/postfix-in-front.yaml'), 'utf8')) as RawSelloConfig;
+    // The running sello's keys: the test DNS server publishes their records.
+    raw.signing.keysDir = sello.config.signing.keysDir;
+    raw.relay.target = sello.config.relay.target;
+    raw.listeners = [{ name: 'local-auth', role: 'submission', listen: '127.0.0.1:0', tls: { mode: 'starttls' }, auth: { credentials } } as RawSelloConfig['listeners'][number]];
+    const local = await runSello(raw);
+    try {
+      const port = portOf(local, 'local-auth');
+      const wrong = await submit(port, { auth: { user: 'dave@example.com', password: 'parsley' }, from: 'dave@example.com', to: 'bob@remote.example', data: message('dave@example.com', 'bob@remote.example', 'local auth wrong') });
+      assert.equal(wrong.auth, '535 5.7.8 Authentication credentials invalid');
+      assert.equal(wrong.mail, '530 5.7.0 Authentication required');
+      const sent = await submit(port, { auth: { user: 'dave@example.com', password: 'tarragon' }, from: 'dave@example.com', to: 'bob@remote.example', data: message('Dave <dave@example.com>', 'bob@remote.example', 'local auth') });
+      assert.equal(sent.auth, '235 Authentication successful');
+      assert.equal(sent.rcpt, '250 Accepted', 'Postfix relays to a remote domain for the XCLIENT login');
+      const queueId = queueIdOf(sent.data);
+      const delivery = await deliveredAs(postfix, queueId);
+      assert.equal(delivery.clientAddress, CLIENT);
+      assert.deepEqual(await dkimpyVerdicts(postfix, delivery), SIGNED);
+      await postfix.waitForLog(new RegExp(`postfix/sello-in/smtpd\\[\\d+\\]: ${queueId}: client=unknown\\[127\\.0\\.0\\.2\\], sasl_method=XCLIENT, sasl_username=dave@example\\.com`));
+      assert.doesNotMatch(await postfix.maillog(), /dave@example\.com.*authentication failed/, 'Postfix was never asked to check the password');
+    } finally {
+      await local.close();
+      await removeTempDir(dir);
+    }
   });
 
   test('the shipped lines are clean: no warning in the maillog but the wrong password\'s', async () => {

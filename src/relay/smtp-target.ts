@@ -108,8 +108,22 @@ export class SmtpTarget implements RelayTarget {
     return attributes;
   }
 
-  /** Connect, greeting, QUIT; with PROXY forwarding the header of a connection that proxies no client. */
+  /**
+   * Connect, greeting, QUIT; with PROXY forwarding the header of a connection that proxies no
+   * client. With XCLIENT or XFORWARD also EHLO (and STARTTLS as configured), and the command must
+   * be offered with ADDR, as open() requires: an MTA that would defer every message is not ready.
+   */
   async probe(): Promise<void> {
+    if (this.forward === 'xclient' || this.forward === 'xforward') {
+      const session = await SmtpClient.open(this.clientOptions);
+      try {
+        const [keyword, setting] = this.forward === 'xclient' ? (['XCLIENT', 'smtpd_authorized_xclient_hosts'] as const) : (['XFORWARD', 'smtpd_authorized_xforward_hosts'] as const);
+        this.requireAttributes(session, keyword, setting);
+      } finally {
+        await session.close();
+      }
+      return;
+    }
     const header = this.forward === 'proxy-v1' || this.forward === 'proxy-v2' ? proxyLocalHeader(this.forward) : undefined;
     const session = await SmtpClient.connect(header ? { ...this.clientOptions, proxyHeader: header } : this.clientOptions);
     await session.close();

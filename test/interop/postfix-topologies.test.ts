@@ -20,6 +20,7 @@ import { startSello, type RunningSello } from '../../src/app.ts';
 import { hashPassword } from '../../src/auth/credentials.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
+import { SmtpTarget } from '../../src/relay/smtp-target.ts';
 import { selfSignedCertificate } from '../../src/smtp/tls.ts';
 import { verifyWithDkimpy } from '../helpers/dkimpy.ts';
 import type { Zone } from '../helpers/dns-server.ts';
@@ -400,6 +401,17 @@ describe('topology 1: sello (mx, submission) in front of Postfix, XCLIENT', suit
     const viaSubmission = await submit(submissionPort, { from: 'mallory@example.com', to: 'victim@remote.example', data: message('mallory@example.com', 'victim@remote.example', 'relay via submission') });
     assert.equal(viaSubmission.mail, '530 5.7.0 Authentication required');
     assert.ok(!(await postfix.deliveries()).some((delivery) => delivery.recipient === 'victim@remote.example'));
+  });
+
+  test('readiness: the snippet\'s smtpd passes the XCLIENT probe; the main smtpd, where sello is not authorized, fails it and names the setting', async () => {
+    const report = await sello.readiness();
+    assert.deepEqual(report, { ready: true, checks: Object.fromEntries(Object.keys(report.checks).map((name) => [name, 'ok'])) });
+    assert.ok(Object.keys(report.checks).includes(`relay ${sello.config.relay.target}`), JSON.stringify(report));
+    const unauthorized = `smtp://127.0.0.1:${postfix.port}`;
+    const target = new SmtpTarget({ url: unauthorized, starttls: 'never', tlsRejectUnauthorized: false, helo: 'sello.test', forward: 'xclient', timeouts: { connectMs: 5000, commandMs: 5000, dataMs: 5000 } });
+    await assert.rejects(target.probe(), {
+      message: `${unauthorized} does not offer XCLIENT, which relay.forward: xclient needs (Postfix: is sello's address in smtpd_authorized_xclient_hosts?)`,
+    });
   });
 
   test('local AUTH (auth.credentials): sello checks the password, XCLIENT LOGIN= makes Postfix relay for that user and log it', async () => {

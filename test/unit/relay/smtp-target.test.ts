@@ -82,6 +82,35 @@ test('probe(): connect, greeting, QUIT; unreachable when nothing listens', async
   );
 });
 
+test('probe() with XCLIENT or XFORWARD: EHLO, and the command must be offered with ADDR, as open() needs', async () => {
+  const offering = (keywords: readonly string[]) =>
+    startFakeMta(async (peer) => {
+      assert.equal(await greetAndHello(peer, keywords), 'EHLO sello.test');
+      assert.equal(await peer.readLine(), 'QUIT');
+      peer.send('221 bye\r\n');
+      peer.close();
+    });
+  const cases: [SmtpRelayConfig['forward'], readonly string[], string | undefined][] = [
+    ['xclient', ['XCLIENT NAME ADDR PORT PROTO HELO LOGIN'], undefined],
+    ['xforward', ['XFORWARD NAME ADDR PROTO HELO SOURCE'], undefined],
+    ['xclient', ['8BITMIME'], 'does not offer XCLIENT, which relay.forward: xclient needs (Postfix: is sello\'s address in smtpd_authorized_xclient_hosts?)'],
+    ['xforward', ['XCLIENT NAME ADDR'], 'does not offer XFORWARD, which relay.forward: xforward needs (Postfix: is sello\'s address in smtpd_authorized_xforward_hosts?)'],
+    ['xclient', ['XCLIENT NAME HELO'], 'does not offer XCLIENT ADDR, which relay.forward: xclient needs (Postfix: is sello\'s address in smtpd_authorized_xclient_hosts?)'],
+  ];
+  for (const [forward, keywords, problem] of cases) {
+    const mta = await offering(keywords);
+    try {
+      const url = `smtp://127.0.0.1:${mta.port}`;
+      const probe = new SmtpTarget({ ...config(url), forward }).probe();
+      if (problem === undefined) await probe;
+      else await assert.rejects(probe, (error: unknown) => error instanceof RelayError && error.kind === 'protocol' && error.message === `${url} ${problem}`);
+      await mta.scriptsDone();
+    } finally {
+      await mta.close();
+    }
+  }
+});
+
 test('IPv6 loopback target', async (t) => {
   const server = net.createServer((socket) => {
     socket.write('220 v6.test ESMTP\r\n');

@@ -215,12 +215,17 @@ test('ESMTP parameters are kept downstream: SIZE, BODY=8BITMIME, SMTPUTF8, DSN (
 
 test('the filter listener signs for the loopback MTA and greets at once (no 100 ms early-talker pause)', async (t) => {
   const { sink, sello } = await setup(t);
-  const started = performance.now();
-  const dialog = await SmtpDialog.connect(sello.port('filter'));
-  const elapsed = performance.now() - started;
-  assert.match(dialog.greeting, /^220 sello\.test ESMTP sello/);
-  assert.ok(elapsed < 90, `greeting took ${elapsed.toFixed(1)} ms; smtp-server's default pause is 100 ms`);
-  await dialog.close();
+  // The fastest of five: a loaded machine can only add time, never take the pause away.
+  const elapsed: number[] = [];
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const started = performance.now();
+    const dialog = await SmtpDialog.connect(sello.port('filter'));
+    elapsed.push(performance.now() - started);
+    assert.match(dialog.greeting, /^220 sello\.test ESMTP sello/);
+    await dialog.close();
+  }
+  const fastest = Math.min(...elapsed);
+  assert.ok(fastest < 90, `fastest greeting took ${fastest.toFixed(1)} ms; smtp-server's default pause is 100 ms`);
   const sent = await submit(sello.port('filter'), message());
   assert.equal(sent.data, '250 2.0.0 OK: queued as SINK1');
   assert.deepEqual((await verify(sello, sink.messages[0]!.data)).map((r) => r.result), ['pass', 'pass']);

@@ -146,7 +146,8 @@ test('a silent server → ETIMEOUT after timeoutMs × attempts, one query per at
     const error = await rejectsWithCode(resolver.resolve('host.example', 'A'), 'ETIMEOUT');
     const elapsed = performance.now() - started;
     assert.equal(error.message, 'ETIMEOUT A host.example');
-    assert.ok(elapsed >= 440 && elapsed < 1000, `elapsed ${elapsed} ms`);
+    // The upper bound only catches a hang; the query count below pins the attempts.
+    assert.ok(elapsed >= 440 && elapsed < 2000, `elapsed ${elapsed} ms`);
     assert.equal(silent.queries.length, 3);
     assert.equal(resolver.stats().timeouts, 3);
     assert.equal(resolver.stats().failures, 1);

@@ -15,7 +15,8 @@ import { InboundChecks } from './pipeline/inbound.ts';
 import { MessagePipeline } from './pipeline/transaction.ts';
 import { createRelayTarget } from './relay/index.ts';
 import type { RelayTarget } from './relay/types.ts';
-import { loadKeyStore, type KeyStore } from './signing/key-store.ts';
+import { ArcSealer } from './signing/arc-sealer.ts';
+import { loadArcSealKey, loadKeyStore, type KeyInfo, type KeyStore } from './signing/key-store.ts';
 import { Signer } from './signing/signer.ts';
 import { SigningTable } from './signing/table.ts';
 import { Listener, type ListenerDependencies } from './smtp/listener.ts';
@@ -49,13 +50,32 @@ export interface SigningSetup {
   table: SigningTable;
   keys: KeyStore;
   signer: Signer;
+  /** inbound.arc.seal: the sealer, its key's description and the key's warnings; absent when off. */
+  arc?: { sealer: ArcSealer; key: KeyInfo; warnings: readonly string[] };
 }
 
-/** Loads the keys the signing table names; shared by serve, sign and check-config. */
+/**
+ * Loads the keys the signing table names and the ARC sealing key; shared by serve, sign and
+ * check-config, so a bad key fails all three (and a SIGHUP reload) the same way.
+ */
 export async function loadSigning(config: Config, now?: () => Date): Promise<SigningSetup> {
   const table = new SigningTable(config.signing.domains);
   const keys = await loadKeyStore(config.signing.keysDir, table);
-  return { table, keys, signer: new Signer(table, keys, config.signing, now) };
+  const seal = config.inbound.arc.seal;
+  const arc = seal ? await loadArcSealKey(config.signing.keysDir, seal.domain, seal.selector) : undefined;
+  return {
+    table,
+    keys,
+    signer: new Signer(table, keys, config.signing, now),
+    ...(arc ? { arc: { sealer: new ArcSealer(arc.key, now), key: arc.info, warnings: arc.warnings } } : {}),
+  };
+}
+
+/** Every loaded key for sello_key_info / sello_key_age_seconds: the signing table's, then ARC's (once). */
+function loadedKeys(signing: SigningSetup): KeyInfo[] {
+  const arc = signing.arc?.key;
+  const duplicate = signing.keys.loaded.some((key) => key.domain === arc?.domain && key.selector === arc.selector);
+  return [...signing.keys.loaded, ...(arc && !duplicate ? [arc] : [])];
 }
 
 /** The configured resolver; `metrics` times its lookups; `uncached` for probes that must ask. */
@@ -147,7 +167,7 @@ async function prepareGeneration(
   const signing = await loadSigning(config, now);
   const resolver = resolverFor(config, metrics);
   const inbound = new InboundChecks(config, resolver.resolve);
-  const pipeline = new MessagePipeline(config, signing.signer, inbound, metrics);
+  const pipeline = new MessagePipeline(config, signing.signer, inbound, metrics, signing.arc?.sealer);
   const defaultRelay = relayTargetFor(config, config.relay, 'relay.target');
   const relays = new Map<string, RelayTarget>();
   const listeners: ListenerPlan[] = [];
@@ -239,7 +259,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
   });
 
   const announce = (next: Generation) => {
-    for (const warning of next.signing.keys.warnings) logger.warn({ warning }, 'key warning');
+    for (const warning of [...next.signing.keys.warnings, ...(next.signing.arc?.warnings ?? [])]) logger.warn({ warning }, 'key warning');
     for (const warning of new Set(next.listeners.flatMap((plan) => plan.credentials?.warnings ?? []))) logger.warn({ warning }, 'credentials warning');
     for (const plan of next.listeners) {
       if (plan.tls?.selfSigned) logger.warn({ listener: plan.config.name }, 'no tls.cert/tls.key configured: using a self-signed certificate');
@@ -252,7 +272,9 @@ export async function startSello(config: Config, logger: Logger, options: StartO
   const readiness = cachedReadiness(
     () => {
       const current = generation;
-      const tableKeys = [...current.signing.table.keys()].length;
+      // The signing table's keys, and the ARC sealing key when sealing is on.
+      const wantedKeys = [...current.signing.table.keys()].length + (current.config.inbound.arc.seal ? 1 : 0);
+      const loadedKeyCount = current.signing.keys.size + (current.signing.arc ? 1 : 0);
       const checks: ReadinessCheck[] = [
         {
           name: 'listeners',
@@ -263,7 +285,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
         {
           name: 'keys',
           check: async () => {
-            if (current.signing.keys.size !== tableKeys) throw new Error(`${current.signing.keys.size} of ${tableKeys} keys loaded`);
+            if (loadedKeyCount !== wantedKeys) throw new Error(`${loadedKeyCount} of ${wantedKeys} keys loaded`);
           },
         },
         ...[...current.relays.values()].map((relay) => ({ name: `relay ${relay.description}`, check: () => relay.probe() })),
@@ -344,7 +366,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
     await endpoint?.close();
     throw error;
   }
-  metrics.keysLoaded(generation.signing.keys.loaded);
+  metrics.keysLoaded(loadedKeys(generation.signing));
   metrics.configLoaded();
 
   const shutdown = (deadlineMs: number): Promise<void> => {
@@ -393,7 +415,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
           return false;
         }
         announce(next);
-        metrics.keysLoaded(next.signing.keys.loaded);
+        metrics.keysLoaded(loadedKeys(next.signing));
         metrics.configReload('success');
         logger.info({ listeners: next.config.listeners.length, keys: next.signing.keys.size }, 'config reloaded');
         return true;

@@ -122,6 +122,17 @@ export class SigningError extends Error {
   }
 }
 
+/**
+ * An ARC set could not be made (mailauth reported an error, or threw). The pipeline relays the
+ * message unsealed and counts it (README: ARC sealing); it never becomes a client reply.
+ */
+export class ArcSealError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ArcSealError';
+  }
+}
+
 /** Exit-code carrying error for CLI commands: message goes to stderr, `exitCode` to the shell. */
 export class UsageError extends Error {
   readonly exitCode: number;

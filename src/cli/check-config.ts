@@ -1,5 +1,5 @@
-// `sello check-config [--config FILE]`: validate config, keys, certificates and relay targets
-// without starting anything. Exit 0 when sello would start, 1 with the failing key path otherwise.
+// `sello check-config [--config FILE]`: validate config, keys (the ARC sealing key too),
+// certificates and relay targets without starting anything. Exit 0 when sello would start, 1 with the failing key path otherwise.
 
 import { loadCredentials, loadSigning, relayTargetFor } from '../app.ts';
 import { loadConfig } from '../config/load.ts';
@@ -27,9 +27,11 @@ export const checkConfigCommand: Command = async (args, io) => {
     }
   }
   const credentials = new Set((await loadCredentials(config)).filter((store) => store !== undefined));
-  for (const warning of [...signing.keys.warnings, ...[...credentials].flatMap((store) => store.warnings)]) io.stderr(`warning: ${warning}\n`);
+  const keyWarnings = [...signing.keys.warnings, ...(signing.arc?.warnings ?? [])];
+  for (const warning of [...keyWarnings, ...[...credentials].flatMap((store) => store.warnings)]) io.stderr(`warning: ${warning}\n`);
   const users = [...credentials].reduce((total, store) => total + store.size, 0);
   const localAuth = credentials.size > 0 ? `, ${users} local AUTH user(s)` : '';
-  io.stdout(`${file}: OK (${config.listeners.length} listener(s), ${signing.keys.size} signing key(s)${localAuth})\n`);
+  const arcSeal = signing.arc ? `, ARC sealing with ${signing.arc.key.selector}._domainkey.${signing.arc.key.domain}` : '';
+  io.stdout(`${file}: OK (${config.listeners.length} listener(s), ${signing.keys.size} signing key(s)${arcSeal}${localAuth})\n`);
   return 0;
 };

@@ -253,6 +253,20 @@ export const configSchema = z
             enforce: z.boolean().default(false),
           })
           .prefault({}),
+        arc: z
+          .strictObject({
+            /**
+             * Add an ARC set (RFC 8617) to every message the inbound checks ran on, signed with the
+             * RSA key <signing.keysDir>/<domain>/<selector>.pem. Absent: ARC is only verified.
+             */
+            seal: z
+              .strictObject({
+                domain: domainPattern.refine((value) => !value.startsWith('*.'), { message: 'the sealing domain (d=) is one domain, not a wildcard' }),
+                selector,
+              })
+              .optional(),
+          })
+          .prefault({}),
       })
       .prefault({}),
     dns: z
@@ -310,6 +324,14 @@ export const configSchema = z
         code: 'custom',
         path: ['inbound', 'localDomains'],
         message: 'an mx listener needs the domains it accepts mail for (or a relay with forward: xclient, proxy-v1 or proxy-v2, so the MTA judges relaying itself)',
+      });
+    }
+    if (config.inbound.arc.seal && !config.listeners.some((listener) => listener.role === 'mx' || (listener.role === 'filter' && listener.verify === true))) {
+      // Sealing happens where the inbound checks run: a seal without them would go nowhere.
+      context.addIssue({
+        code: 'custom',
+        path: ['inbound', 'arc', 'seal'],
+        message: 'no listener runs the inbound checks (an mx listener, or a filter listener with verify: true), so nothing would be sealed',
       });
     }
     const names = new Set<string>();

@@ -17,6 +17,8 @@ export type UnsignedReason = 'domain-not-configured' | 'from-not-single' | 'list
 export type SignatureAlgorithm = 'rsa-sha256' | 'ed25519-sha256';
 export type SpfAction = 'tag' | 'defer' | 'reject';
 export type ConfigLoadResult = 'success' | 'failure';
+/** sealed: an ARC set was added; skipped: RFC 8617 allows none (chain ended or full); failed: relayed unsealed. */
+export type ArcSealResult = 'sealed' | 'skipped' | 'failed';
 
 /** A loaded signing key as sello_key_info and sello_key_age_seconds describe it. */
 export interface KeyMetadata {
@@ -47,6 +49,8 @@ export interface Metrics {
   dkimVerification(result: string): void;
   dmarcResult(result: string, policy: string): void;
   arcResult(result: string): void;
+  /** One ARC sealing attempt (inbound.arc.seal on, inbound checks ran). */
+  arcSeal(result: ArcSealResult): void;
   relayError(relay: string, kind: RelayErrorKind): void;
   relayDuration(relay: string, seconds: number): void;
   dnsQueryDuration(seconds: number): void;
@@ -159,6 +163,12 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     labelNames: ['result'] as const,
     registers,
   });
+  const arcSeals = new Counter({
+    name: 'sello_arc_seals_total',
+    help: 'ARC sealing of checked inbound mail (inbound.arc.seal), by result: sealed, skipped (RFC 8617 allows no new set), failed (relayed unsealed).',
+    labelNames: ['result'] as const,
+    registers,
+  });
   const relayErrors = new Counter({
     name: 'sello_relay_errors_total',
     help: 'Downstream failures, by configured relay and kind.',
@@ -207,7 +217,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   let loadedKeys: readonly KeyMetadata[] = [];
   new Gauge({
     name: 'sello_key_info',
-    help: 'Signing keys loaded (value 1), by domain, selector, algorithm and bits.',
+    help: 'Keys loaded (value 1), the signing table keys and the ARC sealing key, by domain, selector, algorithm and bits.',
     labelNames: ['domain', 'selector', 'algorithm', 'bits'] as const,
     registers,
     collect() {
@@ -271,6 +281,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     dmarcResult: (result, policy) =>
       dmarcResults.inc({ result: bounded(result, DMARC_RESULTS, 'permerror'), policy: bounded(policy, DMARC_POLICIES, 'unknown') }),
     arcResult: (result) => arcResults.inc({ result: bounded(result, ARC_RESULTS, 'fail') }),
+    arcSeal: (result) => arcSeals.inc({ result }),
     relayError: (relay, kind) => relayErrors.inc({ relay, kind }),
     relayDuration: (relay, seconds) => relayDuration.observe({ relay }, seconds),
     dnsQueryDuration: (seconds) => dnsDuration.observe(seconds),

@@ -26,6 +26,14 @@ function spfResinfo(outcome: SpfOutcome): string {
  * around ";"). A message without signatures gets "dkim=none" (RFC 8601 §2.7.1).
  */
 export function formatAuthenticationResults(authservId: string, results: InboundResults): string {
+  return `Authentication-Results: ${authenticationResultsValue(authservId, results)}\r\n`;
+}
+
+/**
+ * The field's value, folded, without the name or the final CRLF: "authserv-id;\r\n resinfo…".
+ * An ARC-Authentication-Results carries the same value after its "i=N; " (RFC 8617 §4.1.1).
+ */
+export function authenticationResultsValue(authservId: string, results: InboundResults): string {
   const resinfos: string[] = [];
   for (const outcome of results.spf) resinfos.push(spfResinfo(outcome));
   if (results.dkim) {
@@ -35,7 +43,7 @@ export function formatAuthenticationResults(authservId: string, results: Inbound
   if (results.dmarc) resinfos.push(results.dmarc.info.replace(/\r?\n[ \t]*/g, ' '));
   if (results.arc) resinfos.push(results.arc.info.replace(/\r?\n[ \t]*/g, ' '));
   if (resinfos.length === 0) resinfos.push('none');
-  return `Authentication-Results: ${formatAuthservId(authservId, true)};\r\n ${resinfos.join(';\r\n ')}\r\n`;
+  return `${formatAuthservId(authservId, true)};\r\n ${resinfos.join(';\r\n ')}`;
 }
 
 /** The authserv-id of an Authentication-Results value: its first token, CFWS and quotes aside. */

@@ -9,7 +9,7 @@ import { checkSpf } from '../checks/spf.ts';
 import type { SpfOutcome } from '../checks/types.ts';
 import type { Config } from '../config/schema.ts';
 import type { DnsResolve } from '../dns/types.ts';
-import { formatAuthenticationResults, removeForgedAuthenticationResults, type InboundResults } from './authentication-results.ts';
+import { authenticationResultsValue, formatAuthenticationResults, removeForgedAuthenticationResults, type InboundResults } from './authentication-results.ts';
 import { formatReceivedSpf } from './received-spf.ts';
 
 export interface SpfEvaluation {
@@ -21,6 +21,8 @@ export interface SpfEvaluation {
 export interface InboundMessage {
   /** Header fields to prepend (Authentication-Results, Received-SPF), CRLF-terminated. */
   headerLines: string;
+  /** The Authentication-Results value in headerLines, for an ARC-Authentication-Results. */
+  authenticationResults: string;
   /** The header section with forged Authentication-Results removed. */
   header: Buffer;
   results: InboundResults;
@@ -58,6 +60,7 @@ export class InboundChecks {
     const receivedSpf = spf ? formatReceivedSpf(spf.decisive, this.authservId) : '';
     return {
       headerLines: formatAuthenticationResults(this.authservId, results) + receivedSpf,
+      authenticationResults: authenticationResultsValue(this.authservId, results),
       header: removeForgedAuthenticationResults(header, this.authservId).header,
       results,
     };

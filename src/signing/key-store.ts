@@ -1,8 +1,10 @@
-// The keys the signing table needs, loaded once (at start and on reload) and held in memory.
+// The keys the signing table needs, and the ARC sealing key (inbound.arc.seal), loaded once (at
+// start and on reload) and held in memory.
 // Owns: mapping (domain, selector) → usable key; failing start-up when a configured key is
 // missing or unusable. Must not: log key material or generate keys.
 
 import { ConfigError, KeyError } from '../errors.ts';
+import type { ArcSealKey } from './arc-sealer.ts';
 import type { SigningKey } from './dkim-signature.ts';
 import { keyPath, loadKey } from './keys.ts';
 import type { SigningTable } from './table.ts';
@@ -52,5 +54,38 @@ export async function loadKeyStore(keysDir: string, table: SigningTable): Promis
     warnings,
     size: keys.size,
     loaded,
+  };
+}
+
+/**
+ * The ARC sealing key `<keysDir>/<domain>/<selector>.pem` (inbound.arc.seal). RSA only: an ARC
+ * set has exactly one seal, so unlike DKIM there is no second signature to fall back on, and
+ * ARC validators check rsa-sha256 while Ed25519 support is not universal (README "ARC
+ * sealing"). Any problem is a ConfigError under inbound.arc.seal naming the key file.
+ */
+export async function loadArcSealKey(keysDir: string, domain: string, selector: string): Promise<{ key: ArcSealKey; info: KeyInfo; warnings: string[] }> {
+  const where = 'inbound.arc.seal';
+  const make = `sello keygen ${domain} --selector ${selector} --algorithm rsa --keys-dir ${keysDir}`;
+  let path: string;
+  try {
+    path = keyPath(keysDir, domain, selector);
+  } catch (error) {
+    if (error instanceof KeyError) throw new ConfigError(where, error.message);
+    throw error;
+  }
+  let key;
+  try {
+    key = await loadKey(path);
+  } catch (error) {
+    if (error instanceof KeyError) throw new ConfigError(where, `selector "${selector}": ${error.message} (make it with: ${make})`);
+    throw error;
+  }
+  if (key.algorithm === 'ed25519') {
+    throw new ConfigError(where, `${path}: an Ed25519 key cannot seal ARC: sello seals with rsa-sha256 only (one seal per hop, no fallback signature); use an RSA key (make one with: ${make})`);
+  }
+  return {
+    key: { domain, selector, privateKey: key.privateKey },
+    info: { domain, selector, algorithm: 'rsa-sha256', bits: key.bits ?? 0, path, modified: key.modified },
+    warnings: key.warnings,
   };
 }

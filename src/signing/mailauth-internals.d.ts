@@ -1,5 +1,6 @@
-// Narrow types for the pieces of mailauth's DKIM implementation that the signer composes
-// (mailauth 7.1.0, pinned exactly; the interop tests with dkimpy and Exim catch any drift).
+// Narrow types for the pieces of mailauth's DKIM implementation that the signer and the ARC
+// sealer compose (mailauth 7.1.0, pinned exactly; the interop tests with dkimpy and Exim catch
+// any drift).
 // Only src/signing/ and src/checks/ import these modules (STYLE.md: the mailauth boundary).
 
 declare module 'mailauth/lib/tools.js' {
@@ -20,6 +21,11 @@ declare module 'mailauth/lib/tools.js' {
   ): string;
   /** RFC 8601 §2.5 authserv-id: a token, else quoted (throws under strict). */
   export function formatAuthservId(authservId: string, strict?: boolean): string;
+  /**
+   * The tag-list of a DKIM-Signature or ARC header field (`line` is the whole field): each tag
+   * under its lower-case name; an ARC field's i= is a number (NaN when it is not one).
+   */
+  export function parseDkimHeaders(line: Buffer | string): { parsed?: Record<string, { value?: unknown } | undefined> };
 }
 
 declare module 'mailauth/lib/dkim/body/index.js' {

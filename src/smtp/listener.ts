@@ -14,7 +14,7 @@ import type { Logger } from '../observability/logger.ts';
 import type { Metrics, TransactionOutcome } from '../observability/metrics.ts';
 import type { InboundChecks, SpfEvaluation } from '../pipeline/inbound.ts';
 import { isExemptRecipient, spfDecision } from '../pipeline/policy.ts';
-import type { MessagePipeline } from '../pipeline/transaction.ts';
+import type { ArcSealOutcome, MessagePipeline } from '../pipeline/transaction.ts';
 import { mtaSeesRealClient } from '../relay/forwarding.ts';
 import type { ClientIdentity, Credentials, MailParameters, RecipientParameters, RelaySession, RelayTarget } from '../relay/types.ts';
 import type { SignatureMade } from '../signing/signer.ts';
@@ -56,6 +56,8 @@ interface TransactionRecord {
   dkim?: { domain: string; selector: string; result: string }[];
   dmarc?: string;
   arc?: string;
+  /** inbound.arc.seal: the set added (instance, cv), or why none was. */
+  arcSeal?: ArcSealOutcome;
   size?: number;
   /** Signatures made, or why none. */
   signatures?: SignatureMade[];
@@ -502,6 +504,12 @@ export class Listener {
         record.dkim = prepared.inbound.dkim?.signatures.map(({ domain, selector, result }) => ({ domain, selector, result }));
         if (prepared.inbound.dmarc) record.dmarc = prepared.inbound.dmarc.result;
         if (prepared.inbound.arc) record.arc = prepared.inbound.arc.result;
+      }
+      if (prepared.arcSeal) {
+        record.arcSeal = prepared.arcSeal;
+        if (prepared.arcSeal.result === 'failed') {
+          deps.logger.warn({ session: session.id, listener: this.name, err: prepared.arcSeal.reason }, 'ARC sealing failed: the message is relayed unsealed');
+        }
       }
       record.size = prepared.size;
       if (prepared.signing.signed) {

@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 # Independent DKIM verifier for tests: dkimpy (Debian python3-dkim) checks EVERY DKIM-Signature
 # header of the message on stdin, looking keys up in the test DNS server given on the command line.
-# Owns: the JSON report {"signatures": [{domain, selector, algorithm, ok, error?, keyBits?}]}.
+# With --arc it validates the message's ARC chain instead (dkim.arc_verify, RFC 8617 §5.2).
+# Owns: the JSON report {"signatures": [{domain, selector, algorithm, ok, error?, keyBits?}]}, or
+# with --arc {"arc": {cv, reason, sets: [{instance, cv, asValid, amsValid, domain, selector}]}}.
 # Must not: use the system resolver, or judge policy (it reports per signature, nothing more).
 # Run with /usr/bin/python3: dkimpy is only installed for the Debian system Python.
 
@@ -56,16 +58,44 @@ def text(value):
     return value.decode('utf-8', 'replace') if isinstance(value, bytes) else str(value)
 
 
+def verify_arc(message, dnsfunc, args):
+    # dkimpy's chain result: pass, fail, none, or None for a chain an earlier seal reported as failed.
+    logger = logging.getLogger('dkimpy-arc-verify')
+    logger.propagate = False
+    verifier = dkim.ARC(message, logger=logger, minkey=args.minkey, timeout=args.timeout)
+    try:
+        cv, results, reason = verifier.verify(dnsfunc=dnsfunc)
+    except dkim.DKIMException as e:
+        cv, results, reason = dkim.CV_Fail, [], '{0}: {1}'.format(type(e).__name__, e)
+    sets = [
+        {
+            'instance': entry.get('instance'),
+            'cv': text(entry.get('cv', b'')),
+            'asValid': bool(entry.get('as-valid')),
+            'amsValid': bool(entry.get('ams-valid')),
+            'domain': text(entry.get('as-domain', b'')),
+            'selector': text(entry.get('as-selector', b'')),
+        }
+        for entry in results
+    ]
+    return {'cv': None if cv is None else text(cv), 'reason': text(reason), 'sets': sets}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--dns-host', required=True)
     parser.add_argument('--dns-port', type=int, required=True)
     parser.add_argument('--timeout', type=float, default=5.0)
     parser.add_argument('--minkey', type=int, default=1024)
+    parser.add_argument('--arc', action='store_true', help='validate the ARC chain instead of the DKIM signatures')
     args = parser.parse_args()
 
     message = sys.stdin.buffer.read()
     dnsfunc = make_dnsfunc(args.dns_host, args.dns_port)
+    if args.arc:
+        json.dump({'arc': verify_arc(message, dnsfunc, args)}, sys.stdout)
+        sys.stdout.write('\n')
+        return
 
     logger = logging.getLogger('dkimpy-verify')
     logger.propagate = False

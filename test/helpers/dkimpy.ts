@@ -1,4 +1,4 @@
-// dkimpy (Debian python3-dkim) as an independent DKIM verifier and signer for tests.
+// dkimpy (Debian python3-dkim) as an independent DKIM verifier, ARC validator and signer for tests.
 // Owns: running test/helpers/dkimpy-verify.py and dkimpy-sign.py with the system Python and
 // parsing what they print. Must not: fall back to another Python or another DKIM library — gate
 // tests with requireTool(t, checkDkimpy()) from tools.ts instead.
@@ -52,6 +52,26 @@ export async function verifyWithDkimpy(
   const result = await runPython(VERIFY_SCRIPT, args, message, (timeoutSeconds * 4 + 30) * 1000);
   if (result.code !== 0) throw new Error(`dkimpy-verify.py exited ${result.code}:\n${result.stderr}`);
   return JSON.parse(result.stdout.toString()) as DkimpyVerification;
+}
+
+export type DkimpyArcSet = { instance: number; cv: string; asValid: boolean; amsValid: boolean; domain: string; selector: string };
+
+export type DkimpyArcVerification = {
+  /** dkimpy's chain result: pass, fail, none; null for a chain an earlier seal reported as failed. */
+  cv: 'pass' | 'fail' | 'none' | null;
+  /** "success", or why not. */
+  reason: string;
+  /** Each set dkimpy checked, newest first. */
+  sets: DkimpyArcSet[];
+};
+
+/** Validate the ARC chain of `message` with dkim.arc_verify, keys looked up at the given DNS server. */
+export async function arcVerifyWithDkimpy(message: Buffer, dns: { host: string; port: number }, options: { timeoutSeconds?: number } = {}): Promise<DkimpyArcVerification> {
+  const timeoutSeconds = options.timeoutSeconds ?? 5;
+  const args = ['--arc', '--dns-host', dns.host, '--dns-port', String(dns.port), '--timeout', String(timeoutSeconds)];
+  const result = await runPython(VERIFY_SCRIPT, args, message, (timeoutSeconds * 4 + 30) * 1000);
+  if (result.code !== 0) throw new Error(`dkimpy-verify.py --arc exited ${result.code}:\n${result.stderr}`);
+  return (JSON.parse(result.stdout.toString()) as { arc: DkimpyArcVerification }).arc;
 }
 
 export type DkimpySignOptions = {

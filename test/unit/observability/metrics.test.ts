@@ -42,6 +42,9 @@ test('recorded values appear with exactly the documented labels', async () => {
   metrics.unsigned('filter', 'domain-not-configured');
   metrics.dkimVerification('surprise'); // a library's surprise never becomes a label value
   metrics.dmarcResult('fail', 'REJECT-ish');
+  metrics.arcSeal('sealed');
+  metrics.arcSeal('sealed');
+  metrics.arcSeal('failed');
   metrics.relayError('smtp://127.0.0.1:2525', 'unreachable');
   metrics.connectionOpened('mx');
   metrics.connectionOpened('mx');
@@ -59,6 +62,7 @@ test('recorded values appear with exactly the documented labels', async () => {
   assert.deepEqual(samples(text, 'sello_unsigned_messages_total'), ['sello_unsigned_messages_total{listener="filter",reason="domain-not-configured"} 1']);
   assert.deepEqual(samples(text, 'sello_dkim_verifications_total'), ['sello_dkim_verifications_total{result="permerror"} 1']);
   assert.deepEqual(samples(text, 'sello_dmarc_results_total'), ['sello_dmarc_results_total{result="fail",policy="unknown"} 1']);
+  assert.deepEqual(samples(text, 'sello_arc_seals_total'), ['sello_arc_seals_total{result="sealed"} 2', 'sello_arc_seals_total{result="failed"} 1']);
   assert.deepEqual(samples(text, 'sello_relay_errors_total'), ['sello_relay_errors_total{relay="smtp://127.0.0.1:2525",kind="unreachable"} 1']);
   assert.deepEqual(samples(text, 'sello_active_connections'), ['sello_active_connections{listener="mx"} 1']);
   assert.ok(text.includes('sello_transaction_duration_seconds_count{listener="submission"} 2'));

@@ -25,14 +25,24 @@ export interface DkimVerification {
 }
 
 /**
- * mailauth reports a body hash mismatch as neutral. RFC 6376 §6.1.3 makes it a PERMFAIL ("body
- * hash did not verify") and RFC 8601 §2.7.1 reports a signature that failed its verification test
- * as fail, as Exim and OpenDKIM do; DMARC already treats both as not passing.
+ * The key record problems mailauth reports as neutral, by its comment. RFC 6376 §6.1.2 makes each
+ * a PERMFAIL: no record ("no key for signature"), a revoked or unusable key, an unknown version or
+ * key type, a hash or service the record does not allow. RFC 8601 §2.7.1's permerror ("an error
+ * that is unrecoverable … a later attempt is unlikely to produce a final result") is what OpenDKIM
+ * and rspamd write for them; neutral stays for signatures sello could not process at all.
  */
-function remapBodyHashMismatch(result: string, comment: string | undefined, info: string): { result: string; info: string } {
-  if (result === 'neutral' && /body hash did not verify/i.test(comment ?? '')) {
-    return { result: 'fail', info: info.replace(/^dkim=neutral\b/, 'dkim=fail') };
-  }
+const KEY_RECORD_PERMFAILS = new Set(['no key', 'invalid public key', 'unknown key version', 'unknown key type', 'inappropriate hash algorithm', 'key not for email']);
+
+/**
+ * mailauth's result words where RFC 6376 says otherwise; DMARC treats all of them as not passing.
+ * A body hash mismatch is neutral there: RFC 6376 §6.1.3 makes it a PERMFAIL ("body hash did not
+ * verify") and RFC 8601 §2.7.1 reports a signature that failed its verification test as fail, as
+ * Exim and OpenDKIM do. A key record problem is permerror (KEY_RECORD_PERMFAILS).
+ */
+function remapResult(result: string, comment: string | undefined, info: string): { result: string; info: string } {
+  if (result !== 'neutral') return { result, info };
+  if (/body hash did not verify/i.test(comment ?? '')) return { result: 'fail', info: info.replace(/^dkim=neutral\b/, 'dkim=fail') };
+  if (KEY_RECORD_PERMFAILS.has(comment ?? '')) return { result: 'permerror', info: info.replace(/^dkim=neutral\b/, 'dkim=permerror') };
   return { result, info };
 }
 
@@ -45,7 +55,7 @@ export async function verifyDkim(message: Buffer, resolver: DnsResolve, now?: Da
         domain: entry.signingDomain ?? '',
         selector: entry.selector ?? '',
         algorithm: entry.algo ?? '',
-        ...remapBodyHashMismatch(entry.status?.result ?? 'none', entry.status?.comment ?? undefined, entry.info),
+        ...remapResult(entry.status?.result ?? 'none', entry.status?.comment ?? undefined, entry.info),
       })),
     headerFrom: result.headerFrom ?? [],
     fromFields: result.fromFields ?? 0,

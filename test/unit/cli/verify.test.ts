@@ -121,11 +121,11 @@ describe('sello verify', () => {
     assert.equal(run.code, 1);
   });
 
-  test('one key record missing from DNS: that signature does not pass (neutral, no key), exit 1', async () => {
+  test('one key record missing from DNS: that signature is permerror (no key), exit 1', async () => {
     const run = await verify(await sign(MESSAGE, ['unpublished', 'ed1']));
     assert.equal(
       run.out,
-      'neutral d=example.com s=unpublished a=rsa-sha256 (no key)\n' +
+      'permerror d=example.com s=unpublished a=rsa-sha256 (no key)\n' +
         'pass d=example.com s=ed1 a=ed25519-sha256\n' +
         'arc=none\n',
     );

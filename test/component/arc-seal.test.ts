@@ -7,15 +7,14 @@
 import assert from 'node:assert/strict';
 import { Resolver } from 'node:dns/promises';
 import { rm } from 'node:fs/promises';
-import { Writable } from 'node:stream';
 import { test, type TestContext } from 'node:test';
 import { authenticate, sealMessage } from 'mailauth';
 import { startSello, type RunningSello } from '../../src/app.ts';
 import { parseConfig } from '../../src/config/load.ts';
-import { createLogger } from '../../src/observability/logger.ts';
 import { generateDkimKey } from '../helpers/dkim-keys.ts';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
 import { parseAuthenticationResults } from '../helpers/header-parsers.ts';
+import { captureLog } from '../helpers/log.ts';
 import { makeKeys } from '../helpers/sello.ts';
 import { SmtpDialog, sendMail } from '../helpers/smtp-dialog.ts';
 import { startSink, type Sink } from '../helpers/smtp-sink.ts';
@@ -51,13 +50,7 @@ async function setup(t: TestContext, options: { seal: boolean; listener?: Record
   t.after(() => dns.close());
   const sink = await startSink();
   t.after(() => sink.close());
-  const chunks: string[] = [];
-  const stream = new Writable({
-    write(chunk, _encoding, callback) {
-      chunks.push(String(chunk));
-      callback();
-    },
-  });
+  const captured = captureLog();
   const raw = {
     hostname: 'mx.sello.test',
     listeners: [options.listener ?? { name: 'mx', role: 'mx', listen: '127.0.0.1:0', greetingDelay: 0 }],
@@ -67,7 +60,7 @@ async function setup(t: TestContext, options: { seal: boolean; listener?: Record
     signing: { keysDir, domains: options.signing ? { 'pass.example': 'k1' } : {} },
   };
   const config = parseConfig(raw);
-  const running = await startSello(config, createLogger('info', stream));
+  const running = await startSello(config, captured.logger);
   t.after(() => running.close());
   const name = config.listeners[0]!.name;
   return {
@@ -75,7 +68,7 @@ async function setup(t: TestContext, options: { seal: boolean; listener?: Record
     dns,
     running,
     port: running.addresses.get(name)!.port,
-    log: () => chunks.join('').split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>),
+    log: captured.records,
     raw,
   };
 }

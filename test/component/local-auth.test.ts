@@ -6,11 +6,10 @@ import assert from 'node:assert/strict';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { Writable } from 'node:stream';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { hashPassword } from '../../src/auth/credentials.ts';
 import { parseConfig } from '../../src/config/load.ts';
-import { createLogger } from '../../src/observability/logger.ts';
+import { captureLog } from '../helpers/log.ts';
 import { startTestSello } from '../helpers/sello.ts';
 import { SmtpDialog } from '../helpers/smtp-dialog.ts';
 import { startSink, type SinkOptions } from '../helpers/smtp-sink.ts';
@@ -27,17 +26,6 @@ async function credentialsFile(t: TestContext, users: Record<string, string>): P
   const lines = await Promise.all(Object.entries(users).map(async ([user, password]) => `${user}:${await hashPassword(password, FAST)}`));
   await writeFile(file, `# sello passwd output\n${lines.join('\n')}\n`, { mode: 0o600 });
   return file;
-}
-
-function captureLog() {
-  const chunks: string[] = [];
-  const stream = new Writable({
-    write(chunk, _encoding, callback) {
-      chunks.push(String(chunk));
-      callback();
-    },
-  });
-  return { logger: createLogger('info', stream), text: () => chunks.join('') };
 }
 
 async function setup(t: TestContext, options: { sink?: SinkOptions; relay?: Record<string, unknown>; credentials: string }) {

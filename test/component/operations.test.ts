@@ -10,13 +10,12 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { test, type TestContext } from 'node:test';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { startSello } from '../../src/app.ts';
 import { parseConfig } from '../../src/config/load.ts';
-import { createLogger } from '../../src/observability/logger.ts';
 import { startDnsServer } from '../helpers/dns-server.ts';
+import { captureLog } from '../helpers/log.ts';
 import { makeKeys, recordsResolver, startTestSello } from '../helpers/sello.ts';
 import { SmtpDialog, sendMail } from '../helpers/smtp-dialog.ts';
 import { startSink } from '../helpers/smtp-sink.ts';
@@ -55,19 +54,6 @@ async function eventually(condition: () => Promise<boolean> | boolean, what: str
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-}
-
-/** Collects pino's JSON lines. */
-function captureLog(): { stream: Writable; text: () => string; records: () => Record<string, unknown>[] } {
-  const chunks: string[] = [];
-  const stream = new Writable({
-    write(chunk, _encoding, callback) {
-      chunks.push(String(chunk));
-      callback();
-    },
-  });
-  const text = () => chunks.join('');
-  return { stream, text, records: () => text().split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>) };
 }
 
 test('a scripted mix of traffic → exact counters on /metrics', async (t) => {
@@ -229,7 +215,7 @@ test('decision log: one complete record per transaction; AUTH passwords never ap
   t.after(() => sink.close());
   const dns = await startDnsServer(ZONE as never);
   t.after(() => dns.close());
-  const log = captureLog();
+  const log = captureLog('trace');
   const sello = await startTestSello(t, {
     keys: [{ domain: 'example.com', selector: 'ed1', algorithm: 'ed25519' }],
     config: {
@@ -243,7 +229,7 @@ test('decision log: one complete record per transaction; AUTH passwords never ap
       logging: { level: 'trace' },
     },
     // The most verbose level there is: nothing sello logs may carry the password.
-    logger: createLogger('trace', log.stream),
+    logger: log.logger,
   });
 
   const dialog = await SmtpDialog.connect(sello.port('submission'));
@@ -511,7 +497,7 @@ test('reload in-process: kept listeners keep their socket and take the new rules
   const changed = { name: 'changed', role: 'submission', listen: `127.0.0.1:${changedPort}`, trustedNetworks: ['127.0.0.1/32'] };
   const removed = { name: 'removed', role: 'submission', listen: '127.0.0.1:0', trustedNetworks: ['127.0.0.1/32'] };
   const log = captureLog();
-  const running = await startSello(base([kept, moved, changed, removed]), createLogger('info', log.stream));
+  const running = await startSello(base([kept, moved, changed, removed]), log.logger);
   t.after(() => running.close());
   const removedPort = running.addresses.get('removed')!.port;
 

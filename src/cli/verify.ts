@@ -13,7 +13,7 @@ import { parseDuration } from '../config/schema.ts';
 import { createResolver, systemServers } from '../dns/resolver.ts';
 import { dnsError, type DnsResolve } from '../dns/types.ts';
 import { UsageError } from '../errors.ts';
-import { prepareMessage } from '../pipeline/message.ts';
+import { prepareMessage } from '../message/index.ts';
 import { parseCommandArgs, parseDnsServerFlag } from './args.ts';
 import type { Command } from './io.ts';
 

@@ -211,7 +211,7 @@ class Session implements EngineSession {
       record.unsigned = prepared.signing.reason;
       if ('fromDomain' in prepared.signing && prepared.signing.fromDomain) record.unsignedFromDomain = prepared.signing.fromDomain;
     }
-    return { action: 'accept', edits: prepared.edits, message: prepared.message, record };
+    return { action: 'accept', edits: prepared.edits, message: prepared.message, record, ...(prepared.inbound ? { inbound: prepared.inbound } : {}) };
   }
 
   delivered(report: DeliveryReport): void {

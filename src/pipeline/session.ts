@@ -11,6 +11,7 @@
 // edits back into its protocol.
 
 import type { SmtpReply } from '../errors.ts';
+import type { InboundResults } from './authentication-results.ts';
 import type { DecisionRecord } from './decision-record.ts';
 
 /** The role of the front end's listener (PRODUCT.md §2). */
@@ -81,6 +82,8 @@ export type EndVerdict =
       message: Buffer;
       /** The decision record so far (signatures made or why none, check results); delivery comes later. */
       record: Readonly<DecisionRecord>;
+      /** What the inbound checks found, when they ran (sello verify prints it). */
+      inbound?: InboundResults;
     }
   | {
       action: 'reject' | 'defer';

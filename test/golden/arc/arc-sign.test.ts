@@ -20,7 +20,7 @@
 import assert from 'node:assert/strict';
 import { createPrivateKey, createPublicKey, verify, type KeyObject } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { headerValues } from '../../../src/pipeline/message.ts';
+import { headerValues } from '../../../src/message/index.ts';
 import { ArcSealer, type ChainValidation } from '../../../src/signing/arc-sealer.ts';
 import { arcVerifyWithDkimpy, type DkimpyArcVerification } from '../../helpers/dkimpy.ts';
 import { startDnsServer, type DnsServer } from '../../helpers/dns-server.ts';

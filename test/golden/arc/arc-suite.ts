@@ -10,7 +10,7 @@ import { isMap, isScalar, parseAllDocuments } from 'yaml';
 import { parseConfig } from '../../../src/config/load.ts';
 import { createResolver } from '../../../src/dns/resolver.ts';
 import { InboundChecks, type InboundMessage } from '../../../src/pipeline/inbound.ts';
-import { prepareMessage, splitMessage, type SplitMessage } from '../../../src/pipeline/message.ts';
+import { headerFields, prepareMessage, splitMessage, type SplitMessage } from '../../../src/message/index.ts';
 import type { DnsServer } from '../../helpers/dns-server.ts';
 
 export interface SuiteCase<Test> {
@@ -83,6 +83,6 @@ export async function checkAsMx(checks: InboundChecks, suiteMessage: string | nu
   const message = prepareMessage(Buffer.from(suiteMessage ?? '', 'utf8'), 'normalize');
   const split = splitMessage(message);
   // No SMTP transaction, so no SPF; the client address only feeds mailauth's smtp.remote-ip.
-  const checked = await checks.inspect(split.header, message, undefined, '192.0.2.25');
+  const checked = await checks.inspect(headerFields(split.header.toString('latin1')), message, undefined, '192.0.2.25');
   return { ...checked, message, split };
 }

@@ -7,8 +7,8 @@
 //
 // A test's `cv` is Pass, Fail or None; three tests leave it blank. Those three carry a chain
 // whose newest or oldest ARC-Seal says cv=fail, and RFC 8617 §5.2 step 2 (newest seal cv=fail)
-// and step 3.C (every seal cv=none for i=1 and pass after) make that chain fail; the suite's own
-// draft, draft-ietf-dmarc-arc-protocol, says the same. Blank counts as fail here.
+// and step 3.C (every seal cv=none for i=1 and pass after) make that chain fail. Blank counts
+// as fail here.
 // A test listed in DEVIATIONS must give exactly the deviating result, so any change in behaviour
 // is noticed either way.
 

@@ -99,6 +99,7 @@ export function relayTargetFor(config: Config, relay: RelayConfig, configPath: s
       helo: relay.helo ?? config.hostname,
       forward: relay.forward,
       timeouts: { connectMs: relay.timeouts.connect, commandMs: relay.timeouts.command, dataMs: relay.timeouts.data },
+      pool: { maxIdle: relay.pool.maxIdle, idleTimeoutMs: relay.pool.idleTimeout, maxTransactions: relay.pool.maxTransactions },
     },
     configPath,
   );
@@ -229,6 +230,11 @@ async function dnsAnswers(resolver: DnsResolver, name: string): Promise<void> {
   }
 }
 
+/** QUITs the pooled idle connections of every relay target `retired` made (sessions in use end on their own). */
+async function closeRelayTargets(retired: Generation): Promise<void> {
+  await Promise.all([...new Set(retired.listeners.map((plan) => plan.relay))].map((relay) => relay.close?.()));
+}
+
 export async function startSello(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningSello> {
   const metrics = options.metrics ?? createMetrics();
   let generation = await prepareGeneration(config, metrics, new Map(), options.now);
@@ -343,6 +349,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
       old.plan = plan;
     }
     active = new Map([...kept.map(([old]) => [old.plan.config.name, old] as const), ...started.map((entry) => [entry.plan.config.name, entry] as const)]);
+    if (generation !== next) void closeRelayTargets(generation);
     generation = next;
     for (const old of replaced) {
       retiring.set(old.listener, old.listener.shutdown(next.config.shutdown.deadline).finally(() => retiring.delete(old.listener)));
@@ -379,6 +386,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
       logger.info({ deadlineMs }, 'shutting down: no new connections; open transactions may finish');
       const listeners = [...[...active.values()].map((entry) => entry.listener), ...retiring.keys()];
       await Promise.all(listeners.map((listener) => listener.shutdown(deadlineMs)));
+      await closeRelayTargets(generation);
       await endpoint?.close();
       logger.info('stopped');
     });

@@ -117,6 +117,14 @@ const relaySchema = z
         data: duration.prefault('10m'),
       })
       .prefault({}),
+    /** Warm connections reused across client sessions (docs/performance.md); maxIdle 0 turns it off. */
+    pool: z
+      .strictObject({
+        maxIdle: z.int().min(0).max(1000).default(16),
+        idleTimeout: duration.prefault('5s'),
+        maxTransactions: z.int().min(1).max(1_000_000).default(100),
+      })
+      .prefault({}),
   })
   .superRefine((relay, context) => {
     if (relay.forward !== 'none' && /^dir:/i.test(relay.target)) {

@@ -322,6 +322,8 @@ export const configSchema = z
         deadline: duration.prefault('30s'),
       })
       .prefault({}),
+    /** `sello serve` processes: "auto" = one per CPU, or a number; 1 runs without node:cluster (docs/performance.md). */
+    workers: z.union([z.literal('auto'), z.int().min(1).max(256)]).default('auto'),
   })
   .superRefine((config, context) => {
     const judgedBySello = (listener: (typeof config.listeners)[number]) => !mtaSeesRealClient((listener.relay ?? config.relay).forward);

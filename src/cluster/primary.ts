@@ -56,6 +56,15 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
   let readinessRequest = 0;
   const readinessWaiters = new Map<number, (report: ReadinessReport) => void>();
   let onListening: ((worker: Worker, addresses: [string, { host: string; port: number }][]) => void) | undefined;
+  // Caught from the start, as in single-process mode: SIGHUP's default action would end the
+  // primary. One that arrives while the workers start is carried out once they listen.
+  let onHangup: (() => void) | undefined;
+  let hangupPending = false;
+  const hangup = () => {
+    if (onHangup) onHangup();
+    else hangupPending = true;
+  };
+  process.on('SIGHUP', hangup);
   let onStartFailed: ((error: Error) => void) | undefined;
 
   const fork = (): Worker => {
@@ -118,6 +127,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
     });
   } catch (error) {
     stopping = true;
+    process.off('SIGHUP', hangup);
     for (const worker of live()) worker.process.kill('SIGKILL');
     throw error;
   } finally {
@@ -160,6 +170,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
     endpoint = await startOperationsEndpoint({ listen: config.metrics.listen, registry: new ClusterRegistry() as unknown as Registry, readiness, logger });
   } catch (error) {
     stopping = true;
+    process.off('SIGHUP', hangup);
     for (const worker of live()) worker.process.kill('SIGKILL');
     throw error;
   }
@@ -188,11 +199,11 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
     broadcast({ type: 'sello:reload', config });
   };
   let reloads: Promise<void> = Promise.resolve();
-  const onHangup = () => {
+  onHangup = () => {
     logger.info({ signal: 'SIGHUP' }, 'reloading the configuration in every worker');
     reloads = reloads.then(reload);
   };
-  process.on('SIGHUP', onHangup);
+  if (hangupPending) onHangup();
 
   // ── SIGTERM/SIGINT: every worker drains within shutdown.deadline ────────────────────────
   await new Promise<void>((resolve) => {
@@ -224,7 +235,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
   });
-  process.off('SIGHUP', onHangup);
+  process.off('SIGHUP', hangup);
   await endpoint.close();
   logger.info('stopped');
   logger.flush();

@@ -122,7 +122,7 @@ const relaySchema = z
       .strictObject({
         maxIdle: z.int().min(0).max(1000).default(16),
         idleTimeout: duration.prefault('5s'),
-        maxTransactions: z.int().min(1).max(1_000_000).default(100),
+        maxTransactions: z.int().min(1).max(1_000_000).default(10),
       })
       .prefault({}),
   })

@@ -113,6 +113,8 @@ export interface StartOptions {
   operationsEndpoint?: boolean;
   /** How long a /readyz answer is reused (default 5 s): probes do not hit the MTA every second. */
   readinessCacheMs?: number;
+  /** Used by listeners with TLS but no cert/key instead of making their own (one for all workers, src/cluster/). */
+  selfSignedTls?: TlsMaterial;
 }
 
 /** Everything one config makes, built before anything changes: a reload fails here or not at all. */
@@ -164,6 +166,7 @@ async function prepareGeneration(
   metrics: Metrics,
   previous: ReadonlyMap<string, ActiveListener>,
   now?: () => Date,
+  selfSignedTls?: TlsMaterial,
 ): Promise<Generation> {
   const signing = await loadSigning(config, now);
   const resolver = resolverFor(config, metrics);
@@ -184,7 +187,7 @@ async function prepareGeneration(
         ? undefined
         : keepSelfSigned
           ? old.plan.tls
-          : await loadTlsMaterial(`listeners[${index}].tls`, listenerConfig.tls ?? {}, config.hostname);
+          : (!listenerConfig.tls?.cert && selfSignedTls) || (await loadTlsMaterial(`listeners[${index}].tls`, listenerConfig.tls ?? {}, config.hostname));
     const store = credentials[index];
     listeners.push({ config: listenerConfig, relay, ...(tls ? { tls } : {}), ...(store ? { credentials: store } : {}) });
   }
@@ -237,7 +240,7 @@ async function closeRelayTargets(retired: Generation): Promise<void> {
 
 export async function startSello(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningSello> {
   const metrics = options.metrics ?? createMetrics();
-  let generation = await prepareGeneration(config, metrics, new Map(), options.now);
+  let generation = await prepareGeneration(config, metrics, new Map(), options.now, options.selfSignedTls);
   let active = new Map<string, ActiveListener>();
   /** Listeners replaced by a reload, still finishing their sessions. */
   const retiring = new Map<Listener, Promise<void>>();
@@ -411,7 +414,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
         let next: Generation;
         try {
           const config = await load();
-          next = await prepareGeneration(config, metrics, active, options.now);
+          next = await prepareGeneration(config, metrics, active, options.now, options.selfSignedTls);
           await swap(next);
         } catch (error) {
           // The running config stays; the operator fixes the file and sends SIGHUP again.

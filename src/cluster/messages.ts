@@ -5,11 +5,15 @@
 import os from 'node:os';
 import type { Config } from '../config/schema.ts';
 import type { ReadinessReport } from '../observability/http.ts';
+import type { TlsMaterial } from '../smtp/tls.ts';
 
 /** Primary → worker. */
 export type ToWorker =
-  /** The config to start with: the one the primary validated, never the file read again. */
-  | { type: 'sello:start'; config: Config }
+  /**
+   * The config to start with: the one the primary validated, never the file read again; and the
+   * self-signed certificate for listeners with TLS but no cert/key, the same in every worker.
+   */
+  | { type: 'sello:start'; config: Config; selfSignedTls?: TlsMaterial }
   /** SIGHUP: a config the primary validated (schema, keys, credentials); the worker swaps it in. */
   | { type: 'sello:reload'; config: Config }
   /** SIGHUP with a config the primary refused: counted in every worker's reload metric. */

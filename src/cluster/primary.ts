@@ -13,6 +13,7 @@ import type { Config } from '../config/schema.ts';
 import { ConfigError } from '../errors.ts';
 import { startOperationsEndpoint, type OperationsEndpoint, type ReadinessReport } from '../observability/http.ts';
 import type { Logger } from '../observability/logger.ts';
+import { selfSignedCertificate } from '../smtp/tls.ts';
 import { isSelloMessage, type FromWorker, type ToWorker } from './messages.ts';
 
 export interface PrimaryOptions {
@@ -49,6 +50,9 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
   let config = options.config;
   // Structured clone: a Config crosses the IPC channel as the same data.
   cluster.setupPrimary({ serialization: 'advanced' });
+  // One certificate for every worker: made per worker, a client would meet a different one on
+  // each connection. The private key goes to the workers over IPC only, never to disk or a log.
+  const selfSignedTls = config.listeners.some((listener) => listener.tls && listener.tls.mode !== 'none' && !listener.tls.cert) ? selfSignedCertificate(config.hostname) : undefined;
   const listening = new Set<Worker>();
   const startedAt = new Map<Worker, number>();
   let stopping = false;
@@ -73,7 +77,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
     worker.on('message', (message: unknown) => {
       if (!isSelloMessage(message)) return;
       const fromWorker = message as FromWorker;
-      if (fromWorker.type === 'sello:hello') sendTo(worker, { type: 'sello:start', config });
+      if (fromWorker.type === 'sello:hello') sendTo(worker, { type: 'sello:start', config, ...(selfSignedTls ? { selfSignedTls } : {}) });
       else if (fromWorker.type === 'sello:listening') {
         listening.add(worker);
         logger.info({ worker: worker.id, pid: worker.process.pid }, 'worker started');

@@ -42,7 +42,7 @@ export async function runWorker(): Promise<number> {
   const logger = createLogger(start.config.logging.level).child({ worker: workerId, pid: process.pid });
   let running: RunningSello;
   try {
-    running = await startSello(start.config, logger, { operationsEndpoint: false });
+    running = await startSello(start.config, logger, { operationsEndpoint: false, ...(start.selfSignedTls ? { selfSignedTls: start.selfSignedTls } : {}) });
   } catch (error) {
     const failure = error instanceof Error ? error : new Error(String(error));
     send({ type: 'sello:start-failed', name: failure.name, message: failure.message });

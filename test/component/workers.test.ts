@@ -9,6 +9,7 @@ import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import tls from 'node:tls';
 import { test, type TestContext } from 'node:test';
 import { makeKeys } from '../helpers/sello.ts';
 import { SmtpDialog, sendMail } from '../helpers/smtp-dialog.ts';
@@ -46,6 +47,7 @@ interface Cluster {
   logged(msg: string): LogRecord[];
   exit: Promise<number | null>;
   smtpPort: number;
+  tlsPort: number;
   metricsPort: number;
   keysDir: string;
   configFile: string;
@@ -61,7 +63,7 @@ async function startCluster(t: TestContext, sinkOptions: SinkOptions = {}) {
   t.after(() => rm(dir, { recursive: true, force: true }));
   const keysDir = path.join(dir, 'keys');
   await makeKeys([{ domain: 'example.com', selector: 's1', algorithm: 'ed25519' }, { domain: 'example.com', selector: 's2', algorithm: 'ed25519' }], keysDir);
-  const [smtpPort, metricsPort] = [await freePort(), await freePort()];
+  const [smtpPort, tlsPort, metricsPort] = [await freePort(), await freePort(), await freePort()];
   const configFile = path.join(dir, 'sello.yaml');
   const writeConfig = (selector: string) =>
     writeFile(
@@ -71,6 +73,8 @@ async function startCluster(t: TestContext, sinkOptions: SinkOptions = {}) {
         'workers: 2',
         'listeners:',
         `  - { name: submission, role: submission, listen: "127.0.0.1:${smtpPort}", trustedNetworks: ["127.0.0.1/32"] }`,
+        // TLS without a certificate: a self-signed one is made at start.
+        `  - { name: submissions, role: submission, listen: "127.0.0.1:${tlsPort}", tls: { mode: implicit }, trustedNetworks: ["127.0.0.1/32"] }`,
         `relay: { target: "${sink.url}", starttls: never }`,
         `signing: { keysDir: "${keysDir}", domains: { example.com: ${selector} } }`,
         `metrics: { listen: "127.0.0.1:${metricsPort}" }`,
@@ -104,6 +108,7 @@ async function startCluster(t: TestContext, sinkOptions: SinkOptions = {}) {
     logged: (msg) => log().filter((record) => record.msg === msg),
     exit,
     smtpPort,
+    tlsPort,
     metricsPort,
     keysDir,
     configFile,
@@ -114,10 +119,21 @@ async function startCluster(t: TestContext, sinkOptions: SinkOptions = {}) {
   return { sink, cluster };
 }
 
+/** The SHA-256 fingerprint of the certificate a TLS listener presents. */
+function certificateFingerprint(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
+      resolve(socket.getPeerCertificate().fingerprint256);
+      socket.destroy();
+    });
+    socket.once('error', reject);
+  });
+}
+
 /** The pids of the workers that wrote transaction records. */
 const transactionPids = (cluster: Cluster) => new Set(cluster.logged('transaction').map((record) => record.pid));
 
-test('workers: 2 — both serve; /metrics adds up every worker; /readyz counts them', async (t) => {
+test('workers: 2 — both serve; /metrics adds up every worker; /readyz counts them; one self-signed certificate', async (t) => {
   const { sink, cluster } = await startCluster(t);
   for (let index = 0; index < 6; index++) assert.match((await cluster.submit(`m${index}`)).data ?? '', /^250 /);
   assert.equal(sink.messages.length, 6);
@@ -131,6 +147,10 @@ test('workers: 2 — both serve; /metrics adds up every worker; /readyz counts t
   const ready = await fetch(`http://127.0.0.1:${cluster.metricsPort}/readyz`);
   assert.equal(ready.status, 200);
   assert.equal(((await ready.json()) as { checks: Record<string, string> }).checks.workers, 'ok');
+  // The self-signed certificate is the primary's, the same whichever worker takes the connection.
+  const fingerprints = new Set<string>();
+  for (let index = 0; index < 4; index++) fingerprints.add(await certificateFingerprint(cluster.tlsPort));
+  assert.equal(fingerprints.size, 1, 'one certificate across the workers');
   cluster.process.kill('SIGTERM');
   assert.equal(await cluster.exit, 0);
 });

@@ -98,6 +98,7 @@ export function relayTargetFor(config: Config, relay: RelayConfig, configPath: s
       helo: relay.helo ?? config.hostname,
       forward: relay.forward,
       timeouts: { connectMs: relay.timeouts.connect, commandMs: relay.timeouts.command, dataMs: relay.timeouts.data },
+      pool: { maxIdle: relay.pool.maxIdle, idleTimeoutMs: relay.pool.idleTimeout, maxTransactions: relay.pool.maxTransactions },
     },
     configPath,
   );
@@ -111,6 +112,8 @@ export interface StartOptions {
   operationsEndpoint?: boolean;
   /** How long a /readyz answer is reused (default 5 s): probes do not hit the MTA every second. */
   readinessCacheMs?: number;
+  /** Used by listeners with TLS but no cert/key instead of making their own (one for all workers, src/cluster/). */
+  selfSignedTls?: TlsMaterial;
 }
 
 /** Everything one config makes, built before anything changes: a reload fails here or not at all. */
@@ -164,6 +167,7 @@ async function prepareGeneration(
   previous: ReadonlyMap<string, ActiveListener>,
   logger: Logger,
   now?: () => Date,
+  selfSignedTls?: TlsMaterial,
 ): Promise<Generation> {
   const signing = await loadSigning(config, now);
   const resolver = resolverFor(config, metrics);
@@ -185,7 +189,7 @@ async function prepareGeneration(
         ? undefined
         : keepSelfSigned
           ? old.plan.tls
-          : await loadTlsMaterial(`listeners[${index}].tls`, listenerConfig.tls ?? {}, config.hostname);
+          : (!listenerConfig.tls?.cert && selfSignedTls) || (await loadTlsMaterial(`listeners[${index}].tls`, listenerConfig.tls ?? {}, config.hostname));
     const store = credentials[index];
     listeners.push({ config: listenerConfig, relay, ...(tls ? { tls } : {}), ...(store ? { credentials: store } : {}) });
   }
@@ -243,9 +247,14 @@ async function dnsAnswers(resolver: DnsResolver, name: string): Promise<void> {
   }
 }
 
+/** QUITs the pooled idle connections of every relay target `retired` made (sessions in use end on their own). */
+async function closeRelayTargets(retired: Generation): Promise<void> {
+  await Promise.all([...new Set(retired.listeners.map((plan) => plan.relay))].map((relay) => relay.close?.()));
+}
+
 export async function startSello(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningSello> {
   const metrics = options.metrics ?? createMetrics();
-  let generation = await prepareGeneration(config, metrics, new Map(), logger, options.now);
+  let generation = await prepareGeneration(config, metrics, new Map(), logger, options.now, options.selfSignedTls);
   let active = new Map<string, ActiveListener>();
   /** Listeners replaced by a reload, still finishing their sessions. */
   const retiring = new Map<Listener, Promise<void>>();
@@ -357,6 +366,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
       old.plan = plan;
     }
     active = new Map([...kept.map(([old]) => [old.plan.config.name, old] as const), ...started.map((entry) => [entry.plan.config.name, entry] as const)]);
+    if (generation !== next) void closeRelayTargets(generation);
     generation = next;
     for (const old of replaced) {
       retiring.set(old.listener, old.listener.shutdown(next.config.shutdown.deadline).finally(() => retiring.delete(old.listener)));
@@ -393,6 +403,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
       logger.info({ deadlineMs }, 'shutting down: no new connections; open transactions may finish');
       const listeners = [...[...active.values()].map((entry) => entry.listener), ...retiring.keys()];
       await Promise.all(listeners.map((listener) => listener.shutdown(deadlineMs)));
+      await closeRelayTargets(generation);
       await endpoint?.close();
       logger.info('stopped');
     });
@@ -417,7 +428,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
         let next: Generation;
         try {
           const config = await load();
-          next = await prepareGeneration(config, metrics, active, logger, options.now);
+          next = await prepareGeneration(config, metrics, active, logger, options.now, options.selfSignedTls);
           await swap(next);
         } catch (error) {
           // The running config stays; the operator fixes the file and sends SIGHUP again.

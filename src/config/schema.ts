@@ -116,6 +116,14 @@ const relaySchema = z
         data: duration.prefault('10m'),
       })
       .prefault({}),
+    /** Warm connections reused across client sessions (docs/performance.md); maxIdle 0 turns it off. */
+    pool: z
+      .strictObject({
+        maxIdle: z.int().min(0).max(1000).default(16),
+        idleTimeout: duration.prefault('5s'),
+        maxTransactions: z.int().min(1).max(1_000_000).default(10),
+      })
+      .prefault({}),
   })
   .superRefine((relay, context) => {
     if (relay.forward !== 'none' && /^dir:/i.test(relay.target)) {
@@ -313,6 +321,8 @@ export const configSchema = z
         deadline: duration.prefault('30s'),
       })
       .prefault({}),
+    /** `sello serve` processes: "auto" = one per CPU, or a number; 1 runs without node:cluster (docs/performance.md). */
+    workers: z.union([z.literal('auto'), z.int().min(1).max(256)]).default('auto'),
   })
   .superRefine((config, context) => {
     const judgedBySello = (listener: (typeof config.listeners)[number]) => !mtaSeesRealClient((listener.relay ?? config.relay).forward);

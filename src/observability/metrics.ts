@@ -220,6 +220,8 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     help: 'Keys loaded (value 1), the signing table keys and the ARC sealing key, by domain, selector, algorithm and bits.',
     labelNames: ['domain', 'selector', 'algorithm', 'bits'] as const,
     registers,
+    // Across workers (src/cluster/): each loads the same keys.
+    aggregator: 'max',
     collect() {
       this.reset();
       for (const key of loadedKeys) this.set({ domain: key.domain, selector: key.selector, algorithm: key.algorithm, bits: String(key.bits) }, 1);
@@ -230,6 +232,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     help: "Age of each loaded key's file (from its modification time).",
     labelNames: ['domain', 'selector'] as const,
     registers,
+    aggregator: 'max',
     collect() {
       this.reset();
       const at = now().getTime();
@@ -241,17 +244,22 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     help: 'SIGHUP reloads of the config and keys, by result.',
     labelNames: ['result'] as const,
     registers,
+    // One SIGHUP reloads every worker: counted once, not once per worker.
+    aggregator: 'max',
   });
   const lastReloadSuccess = new Gauge({
     name: 'sello_config_last_reload_success_timestamp_seconds',
     help: 'Unix time of the last successful load of the config (start or reload).',
     registers,
+    // The worker that loaded it longest ago.
+    aggregator: 'min',
   });
   const buildInfo = new Gauge({
     name: 'sello_build_info',
     help: 'Build information (value 1).',
     labelNames: ['version', 'node_version'] as const,
     registers,
+    aggregator: 'first',
   });
   buildInfo.set({ version: packageJson.version, node_version: process.version }, 1);
   // Both reload results exist from the start, so rate() and alerts see a 0 rather than nothing.

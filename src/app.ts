@@ -17,6 +17,8 @@ import { createRelayTarget } from './relay/index.ts';
 import type { RelayTarget } from './relay/types.ts';
 import { ArcSealer } from './signing/arc-sealer.ts';
 import { loadArcSealKey, loadKeyStore, type KeyInfo, type KeyStore } from './signing/key-store.ts';
+import { rotatedSigningDomains, type HeldPromotions } from './signing/rotation.ts';
+import { RotationWatcher } from './signing/rotation-watcher.ts';
 import { Signer } from './signing/signer.ts';
 import { SigningTable } from './signing/table.ts';
 import { Listener, type ListenerDependencies } from './smtp/listener.ts';
@@ -50,6 +52,8 @@ export interface SigningSetup {
   table: SigningTable;
   keys: KeyStore;
   signer: Signer;
+  /** The signing table as used: signing.domains with each domain's rotation.yaml applied. */
+  domains: Readonly<Record<string, string | readonly string[]>>;
   /** inbound.arc.seal: the sealer, its key's description and the key's warnings; absent when off. */
   arc?: { sealer: ArcSealer; key: KeyInfo; warnings: readonly string[] };
 }
@@ -58,13 +62,15 @@ export interface SigningSetup {
  * Loads the keys the signing table names and the ARC sealing key; shared by serve, sign and
  * check-config, so a bad key fails all three (and a SIGHUP reload) the same way.
  */
-export async function loadSigning(config: Config, now?: () => Date): Promise<SigningSetup> {
-  const table = new SigningTable(config.signing.domains);
+export async function loadSigning(config: Config, now?: () => Date, heldPromotions?: HeldPromotions): Promise<SigningSetup> {
+  const { domains } = await rotatedSigningDomains(config.signing.domains, config.signing.keysDir, heldPromotions);
+  const table = new SigningTable(domains);
   const keys = await loadKeyStore(config.signing.keysDir, table);
   const seal = config.inbound.arc.seal;
   const arc = seal ? await loadArcSealKey(config.signing.keysDir, seal.domain, seal.selector) : undefined;
   return {
     table,
+    domains,
     keys,
     signer: new Signer(table, keys, config.signing, now),
     ...(arc ? { arc: { sealer: new ArcSealer(arc.key, now), key: arc.info, warnings: arc.warnings } } : {}),
@@ -163,8 +169,9 @@ async function prepareGeneration(
   metrics: Metrics,
   previous: ReadonlyMap<string, ActiveListener>,
   now?: () => Date,
+  heldPromotions?: HeldPromotions,
 ): Promise<Generation> {
-  const signing = await loadSigning(config, now);
+  const signing = await loadSigning(config, now, heldPromotions);
   const resolver = resolverFor(config, metrics);
   const inbound = new InboundChecks(config, resolver.resolve);
   const pipeline = new MessagePipeline(config, signing.signer, inbound, metrics, signing.arc?.sealer);
@@ -231,7 +238,9 @@ async function dnsAnswers(resolver: DnsResolver, name: string): Promise<void> {
 
 export async function startSello(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningSello> {
   const metrics = options.metrics ?? createMetrics();
-  let generation = await prepareGeneration(config, metrics, new Map(), options.now);
+  /** Key rotation promotions this process could not write to rotation.yaml (docs/rotation.md). */
+  const heldPromotions: HeldPromotions = new Map();
+  let generation = await prepareGeneration(config, metrics, new Map(), options.now, heldPromotions);
   let active = new Map<string, ActiveListener>();
   /** Listeners replaced by a reload, still finishing their sessions. */
   const retiring = new Map<Listener, Promise<void>>();
@@ -269,6 +278,37 @@ export async function startSello(config: Config, logger: Logger, options: StartO
     }
   };
 
+  /** Key rotation: a promotion swaps in a new key store and signer the way a reload does. */
+  const rotation = new RotationWatcher({
+    settings: () => {
+      const { signing } = generation.config;
+      return {
+        keysDir: signing.keysDir,
+        domains: signing.domains,
+        checkIntervalMs: signing.rotation.checkInterval,
+        confirmations: signing.rotation.confirmations,
+        timing: { expiryMs: signing.expiry, retireMarginMs: signing.rotation.retireMargin },
+      };
+    },
+    resolve: (name, rrtype) => resolverFor(generation.config, metrics, { uncached: true }).resolve(name, rrtype),
+    held: heldPromotions,
+    logger,
+    metrics,
+    now: options.now ?? (() => new Date()),
+    signingDomains: () => generation.signing.domains,
+    apply: () =>
+      serially(async () => {
+        if (shuttingDown) return;
+        const current = generation;
+        const signing = await loadSigning(current.config, options.now, heldPromotions);
+        const next = { ...current, signing, pipeline: new MessagePipeline(current.config, signing.signer, current.inbound, metrics, signing.arc?.sealer) };
+        for (const entry of active.values()) entry.listener.update(dependencies(next, entry.plan));
+        generation = next;
+        metrics.keysLoaded(loadedKeys(signing));
+        logger.info({ domains: signing.domains }, 'signing keys switched (key rotation)');
+      }),
+  });
+
   const readiness = cachedReadiness(
     () => {
       const current = generation;
@@ -290,6 +330,11 @@ export async function startSello(config: Config, logger: Logger, options: StartO
         },
         ...[...current.relays.values()].map((relay) => ({ name: `relay ${relay.description}`, check: () => relay.probe() })),
       ];
+      // A pending key's judgement is shown, never a reason to be unready: the old key still signs.
+      for (const key of rotation.pending) {
+        const reason = `pending, not promoted: ${key.state}${key.detail ? ` (${key.detail})` : ''}`;
+        checks.push({ name: `rotation ${key.name}`, advisory: true, check: async () => (key.state === 'ok' ? undefined : Promise.reject(new Error(reason))) });
+      }
       const dnsProbe = current.dnsProbe;
       if (dnsProbe) checks.push({ name: 'dns', check: () => dnsAnswers(dnsProbe, current.inbound.authservId) });
       return checks;
@@ -368,6 +413,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
   }
   metrics.keysLoaded(loadedKeys(generation.signing));
   metrics.configLoaded();
+  rotation.start();
 
   const shutdown = (deadlineMs: number): Promise<void> => {
     if (shuttingDown) {
@@ -377,6 +423,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
     }
     shuttingDown = serially(async () => {
       logger.info({ deadlineMs }, 'shutting down: no new connections; open transactions may finish');
+      await rotation.stop();
       const listeners = [...[...active.values()].map((entry) => entry.listener), ...retiring.keys()];
       await Promise.all(listeners.map((listener) => listener.shutdown(deadlineMs)));
       await endpoint?.close();
@@ -403,7 +450,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
         let next: Generation;
         try {
           const config = await load();
-          next = await prepareGeneration(config, metrics, active, options.now);
+          next = await prepareGeneration(config, metrics, active, options.now, heldPromotions);
           await swap(next);
         } catch (error) {
           // The running config stays; the operator fixes the file and sends SIGHUP again.

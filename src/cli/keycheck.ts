@@ -13,6 +13,7 @@ import { createResolver, type DnsServerAddress } from '../dns/resolver.ts';
 import { KeyError, UsageError } from '../errors.ts';
 import { checkKey, type KeyCheck, type LocalKey } from '../signing/key-check.ts';
 import { keyPath, validateDomain, validateSelector } from '../signing/keys.ts';
+import { DEFAULT_ROTATION_TIMING, readRotation, removableFrom, ROTATION_FILE, type RotationKey, type RotationKeyState, type RotationTiming } from '../signing/rotation.ts';
 import { SigningTable } from '../signing/table.ts';
 import { configPath } from './config-path.ts';
 import { asUsage, parseCommandArgs, parseDnsServerFlag } from './args.ts';
@@ -31,6 +32,11 @@ states:
   revoked   the record has an empty p= (RFC 6376 §3.6.1)
   error     the lookup failed (DNS timeout, SERVFAIL) or the local key cannot be read
 
+A domain with keys/<domain>/rotation.yaml (sello rotate) also has its pending and retiring keys
+checked, each with a "rotation:" line: a pending key is used only once its record is ok; a retiring
+key's record must stay until its last signature + signing.expiry + signing.rotation.retireMargin,
+and should be removed or revoked (p=) after that.
+
 options:
   --config FILE       the config whose signing table and signing.keysDir to use
                       (default: $SELLO_CONFIG or config/sello.yaml, unless --keys-dir is given)
@@ -43,8 +49,9 @@ options:
   -h, --help          show this help
 
 exit status:
-  0   every key checked is ok
-  1   any other state, no key to check, or a bad config or key directory
+  0   every key checked is ok (a retiring key past its removal time may be in any state)
+  1   any other state, a retiring record gone too early, no key to check, or a bad config,
+      key directory or rotation.yaml
   2   bad usage
 `;
 
@@ -52,28 +59,92 @@ export { checkKey, judge, parseKeyRecord, type KeyCheck, type KeyState } from '.
 
 const DEFAULT_QUERY_TIMEOUT_MS = 5000;
 
-export const keycheckCommand: Command = async (args, io) => {
-  const options = parseKeycheckArgs(args);
-  if (options === 'help') {
-    io.stdout(keycheckUsage);
-    return 0;
-  }
-  const { keys, servers, timeoutMs, source } = await localKeys(options, io);
-  if (keys.length === 0) {
-    const wanted = options.domain === undefined ? '' : ` for ${options.domain}${options.selector === undefined ? '' : ` selector ${options.selector}`}`;
-    io.stderr(`sello keycheck: no key${wanted} in ${source}\n`);
-    return 1;
-  }
-  const resolver = createResolver({ servers, timeoutMs, cache: { maxEntries: 0, maxTtlSeconds: 0 } });
-  const checks = await Promise.all(keys.map((key) => checkKey(key, resolver.resolve)));
+/** A key's place in a rotation (keys/<domain>/rotation.yaml), with what to do about it. */
+export interface RotationAdvice {
+  state: RotationKeyState;
+  since?: string;
+  /** Retiring keys: from when the record may be removed (last signature + signing.expiry + margin). */
+  recordRemovableFrom?: string;
+  advice: string;
+  /** Whether this key needs the admin's attention (sets the exit status). */
+  problem: boolean;
+}
 
-  if (options.format === 'json') {
-    io.stdout(`${JSON.stringify({ ok: checks.every((check) => check.state === 'ok'), keys: checks })}\n`);
-  } else {
-    io.stdout(formatText(checks));
+export type RotatingKeyCheck = KeyCheck & { rotation?: RotationAdvice };
+
+export const keycheckCommand: Command = (args, io) => createKeycheckCommand()(args, io);
+
+/** keycheck with an injected clock (retirement times). */
+export function createKeycheckCommand(now: () => Date = () => new Date()): Command {
+  return async (args, io) => {
+    const options = parseKeycheckArgs(args);
+    if (options === 'help') {
+      io.stdout(keycheckUsage);
+      return 0;
+    }
+    const { keys, servers, timeoutMs, source, keysDir, timing, confirmations } = await localKeys(options, io);
+    if (keys.length === 0) {
+      const wanted = options.domain === undefined ? '' : ` for ${options.domain}${options.selector === undefined ? '' : ` selector ${options.selector}`}`;
+      io.stderr(`sello keycheck: no key${wanted} in ${source}\n`);
+      return 1;
+    }
+    const resolver = createResolver({ servers, timeoutMs, cache: { maxEntries: 0, maxTtlSeconds: 0 } });
+    const judged = await Promise.all(keys.map((key) => checkKey(key, resolver.resolve)));
+    const checks = await withRotation(judged, keysDir, timing, confirmations, now());
+    const ok = checks.every((check) => !isProblem(check));
+
+    if (options.format === 'json') {
+      io.stdout(`${JSON.stringify({ ok, keys: checks })}\n`);
+    } else {
+      io.stdout(formatText(checks));
+    }
+    return ok ? 0 : 1;
+  };
+}
+
+function isProblem(check: RotatingKeyCheck): boolean {
+  return check.rotation ? check.rotation.problem : check.state !== 'ok';
+}
+
+/** Adds each key's rotation state from its domain's rotation.yaml (keys without one are unchanged). */
+async function withRotation(checks: KeyCheck[], keysDir: string, timing: RotationTiming, confirmations: string, at: Date): Promise<RotatingKeyCheck[]> {
+  const files = new Map<string, Map<string, RotationKey> | undefined>();
+  for (const domain of new Set(checks.map((check) => check.domain))) {
+    const read = await readRotation(keysDir, domain);
+    files.set(domain, read ? new Map(read.state.keys.map((key) => [key.selector, key])) : undefined);
   }
-  return checks.every((check) => check.state === 'ok') ? 0 : 1;
-};
+  return checks.map((check) => {
+    const key = files.get(check.domain)?.get(check.selector);
+    return key ? { ...check, rotation: adviseRotation(check, key, timing, confirmations, at) } : check;
+  });
+}
+
+/** What the admin should know and do about a key in a rotation. */
+export function adviseRotation(check: KeyCheck, key: RotationKey, timing: RotationTiming, confirmations: string, at: Date): RotationAdvice {
+  const since = key.since?.toISOString();
+  const base = { state: key.state, ...(since ? { since } : {}) };
+  if (key.state === 'active') return { ...base, advice: 'active: signs', problem: check.state !== 'ok' };
+  if (key.state === 'pending') {
+    if (check.state === 'ok') {
+      return { ...base, advice: `pending: its record is published; the server switches to it after seeing it ${confirmations}`, problem: false };
+    }
+    return { ...base, advice: `pending: not used while its record is ${check.state}; publish the record printed by sello dns-record ${check.domain} ${check.selector}`, problem: true };
+  }
+  const from = removableFrom(key, timing);
+  const removable = from?.toISOString();
+  const retiring = { ...base, ...(removable ? { recordRemovableFrom: removable } : {}) };
+  if (from !== undefined && at < from) {
+    // RFC 6376 §3.5 x=: signatures made until `since` may be verified until their expiry.
+    if (check.state !== 'ok') {
+      return { ...retiring, advice: `retiring: its record is ${check.state} before ${removable ?? '?'}: mail signed until ${since ?? '?'} no longer verifies; publish it again`, problem: true };
+    }
+    return { ...retiring, advice: `retiring since ${since ?? '?'} (last signature): keep its record until ${removable ?? '?'}`, problem: false };
+  }
+  if (check.state === 'ok') {
+    return { ...retiring, advice: `retiring: remove its record or revoke it (publish "v=DKIM1; p=") now, then run sello rotate ${check.domain} --finish`, problem: false };
+  }
+  return { ...retiring, advice: `retiring: its record is gone; run sello rotate ${check.domain} --finish to delete the private key`, problem: false };
+}
 
 interface KeycheckOptions {
   domain: string | undefined;
@@ -129,14 +200,22 @@ function parseKeycheckArgs(args: string[]): KeycheckOptions | 'help' {
 async function localKeys(
   options: KeycheckOptions,
   io: CliIo,
-): Promise<{ keys: LocalKey[]; servers: DnsServerAddress[]; timeoutMs: number; source: string }> {
+): Promise<{ keys: LocalKey[]; servers: DnsServerAddress[]; timeoutMs: number; source: string; keysDir: string; timing: RotationTiming; confirmations: string }> {
   const matches = (domain: string, selector: string): boolean =>
     (options.domain === undefined || options.domain === domain) && (options.selector === undefined || options.selector === selector);
 
   if (options.keysDir !== undefined && options.config === undefined) {
     const keysDir = options.keysDir;
     const keys = (await scanKeysDir(keysDir, options.domain, io)).filter((key) => matches(key.domain, key.selector));
-    return { keys, servers: options.dns ?? [], timeoutMs: options.timeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS, source: keysDir };
+    return {
+      keys,
+      servers: options.dns ?? [],
+      timeoutMs: options.timeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS,
+      source: keysDir,
+      keysDir,
+      timing: DEFAULT_ROTATION_TIMING,
+      confirmations: 'as signing.rotation says (default: twice, an hour apart)',
+    };
   }
 
   const file = configPath(options.config, io.env);
@@ -151,11 +230,23 @@ async function localKeys(
     seen.add(`${domain}/${selector}`);
     keys.push({ domain, selector, path: keyPath(keysDir, domain, selector) });
   }
+  // A rotating domain's pending and retiring keys are checked too (rotation.yaml, docs/rotation.md).
+  for (const domain of new Set(keys.map((key) => key.domain).concat(Object.keys(config.signing.domains).map((pattern) => pattern.replace(/^\*\./, ''))))) {
+    for (const { selector } of (await readRotation(keysDir, domain))?.state.keys ?? []) {
+      if (!matches(domain, selector) || seen.has(`${domain}/${selector}`)) continue;
+      seen.add(`${domain}/${selector}`);
+      keys.push({ domain, selector, path: keyPath(keysDir, domain, selector) });
+    }
+  }
+  const { checkInterval, confirmations } = config.signing.rotation;
   return {
     keys,
     servers: options.dns ?? [...config.dns.servers],
     timeoutMs: options.timeoutMs ?? config.dns.timeout,
     source: `the signing table of ${file}`,
+    keysDir,
+    timing: { expiryMs: config.signing.expiry, retireMarginMs: config.signing.rotation.retireMargin },
+    confirmations: `${String(confirmations)} time(s) in a row, ${String(checkInterval / 1000)} s apart`,
   };
 }
 
@@ -184,7 +275,7 @@ async function scanKeysDir(keysDir: string, onlyDomain: string | undefined, io: 
       throw new KeyError(directory, `cannot read the key directory: ${describe(error)}`);
     }
     for (const file of files) {
-      if (file.startsWith('.')) continue;
+      if (file.startsWith('.') || file === ROTATION_FILE) continue;
       const selector = file.endsWith('.pem') ? file.slice(0, -'.pem'.length) : undefined;
       if (selector === undefined || !isCanonical(selector, validateSelector)) {
         io.stderr(`sello keycheck: skipping ${join(directory, file)}: not named <selector>.pem (lower-case selector)\n`);
@@ -205,7 +296,7 @@ function isCanonical(name: string, validate: (name: string) => string): boolean 
   }
 }
 
-function formatText(checks: readonly KeyCheck[]): string {
+function formatText(checks: readonly RotatingKeyCheck[]): string {
   const width = Math.max(...checks.map((check) => check.name.length));
   const lines: string[] = [];
   for (const check of checks) {
@@ -213,7 +304,8 @@ function formatText(checks: readonly KeyCheck[]): string {
     const head = `${check.state.padEnd(8)} ${check.name.padEnd(width)}  ${algorithm.padEnd(9)}`;
     lines.push(`${head}${check.detail === '' ? '' : `  ${check.detail}`}`.trimEnd());
     for (const note of check.notes) lines.push(`         note: ${note}`);
-    if (check.state === 'missing' || check.state === 'mismatch') {
+    if (check.rotation) lines.push(`         rotation: ${check.rotation.advice}`);
+    if ((check.state === 'missing' || check.state === 'mismatch') && check.rotation?.state !== 'retiring') {
       const keysDir = dirname(dirname(check.path));
       const flag = keysDir === 'keys' ? '' : ` --keys-dir ${keysDir}`;
       lines.push(`         publish the record printed by: sello dns-record ${check.domain} ${check.selector}${flag}`);

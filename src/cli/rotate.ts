@@ -23,7 +23,7 @@ import {
   type KeyAlgorithm,
   type RecordFormat,
 } from '../signing/keys.ts';
-import { readRotation, removableFrom, rotationPath, writeRotation, type RotationKey, type RotationState, type RotationTiming } from '../signing/rotation.ts';
+import { DEFAULT_ROTATION_TIMING, readRotation, removableFrom, rotationPath, writeRotation, type RotationKey, type RotationState, type RotationTiming } from '../signing/rotation.ts';
 import { asUsage, parseCommandArgs } from './args.ts';
 import { configPath } from './config-path.ts';
 import type { CliIo, Command } from './io.ts';
@@ -54,9 +54,6 @@ options:
                       files of <domain> when there is no rotation.yaml yet)
   -h, --help          show this help
 `;
-
-/** When no config says otherwise: signing.expiry 7d, signing.rotation.retireMargin 1d (schema defaults). */
-const DEFAULT_TIMING: RotationTiming = { expiryMs: 7 * 86_400_000, retireMarginMs: 86_400_000 };
 
 export function createRotateCommand(now: () => Date = () => new Date()): Command {
   return async (args, io) => {
@@ -134,7 +131,7 @@ interface RotationContext {
 async function rotationContext(options: RotateOptions, io: CliIo): Promise<RotationContext> {
   const { domain } = options;
   let keysDir: string;
-  let timing = DEFAULT_TIMING;
+  let timing = DEFAULT_ROTATION_TIMING;
   let configured: string[] | undefined;
   if (options.keysDir !== undefined && options.config === undefined) {
     keysDir = options.keysDir;

@@ -40,6 +40,9 @@ export interface RotationTiming {
   retireMarginMs: number;
 }
 
+/** Without a config (--keys-dir alone): the schema defaults signing.expiry 7d, signing.rotation.retireMargin 1d. */
+export const DEFAULT_ROTATION_TIMING: RotationTiming = { expiryMs: 7 * 86_400_000, retireMarginMs: 86_400_000 };
+
 /** Without x= a signature never expires; its record is kept for the default expiry (7 days) + margin. */
 export const EXPIRY_WHEN_OFF_MS = 7 * 86_400_000;
 

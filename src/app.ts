@@ -305,7 +305,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
         for (const entry of active.values()) entry.listener.update(dependencies(next, entry.plan));
         generation = next;
         metrics.keysLoaded(loadedKeys(signing));
-        logger.info({ domains: signing.domains }, 'signing keys switched (key rotation)');
+        logger.info({ signing: signing.domains }, 'signing keys switched (key rotation)');
       }),
   });
 

@@ -225,14 +225,15 @@ export function selectorsIn(state: RotationState, wanted: RotationKeyState): str
 /**
  * The signing table with every domain's rotation.yaml applied: a signing domain that has one signs
  * with its active keys, whatever signing.domains lists for it (the file is newer than the config).
+ * Selectors are always lists, so two tables compare equal exactly when they sign alike.
  */
 export async function rotatedSigningDomains(
   domains: Readonly<Record<string, string | readonly string[]>>,
   keysDir: string,
   held?: HeldPromotions,
-): Promise<{ domains: Record<string, string | readonly string[]>; states: Map<string, RotationState> }> {
+): Promise<{ domains: Record<string, readonly string[]>; states: Map<string, RotationState> }> {
   const states = new Map<string, RotationState>();
-  const result: Record<string, string | readonly string[]> = {};
+  const result: Record<string, readonly string[]> = {};
   for (const [pattern, selectors] of Object.entries(domains)) {
     const signingDomain = pattern.replace(/^\*\./, '');
     if (!states.has(signingDomain)) {
@@ -240,7 +241,7 @@ export async function rotatedSigningDomains(
       if (read) states.set(signingDomain, withHeldPromotions(read.state, held));
     }
     const state = states.get(signingDomain);
-    result[pattern] = state ? selectorsIn(state, 'active') : selectors;
+    result[pattern] = state ? selectorsIn(state, 'active') : [selectors].flat();
   }
   return { domains: result, states };
 }

@@ -1,14 +1,16 @@
 // `sello rotate <domain>`: make the next DKIM key(s) of a domain as pending in rotation.yaml and
-// print the record(s) to publish; the server promotes them once DNS serves them. `--finish`
-// removes retiring keys whose record may go (or with --force, at once).
+// print the record(s) to publish; the server promotes them once DNS serves them. `--promoted`
+// records in a copy of the keys the servers cannot write (a Kubernetes Secret's source) that they
+// switched; `--finish` removes retiring keys whose record may go (or with --force, at once).
 // Owns: this command's flags, the default selector and algorithm of the next key, output.
-// Must not: promote a key (only the server's gate does, after DNS), overwrite a key, touch DNS,
+// Must not: promote a key whose record keycheck does not judge ok, overwrite a key, change DNS,
 // or call process.exit.
 
 import { createPrivateKey } from 'node:crypto';
 import { readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadConfig } from '../config/load.ts';
+import { createResolver, type DnsServerAddress } from '../dns/resolver.ts';
 import { KeyError, UsageError } from '../errors.ts';
 import {
   dnsRecordValue,
@@ -23,13 +25,15 @@ import {
   type KeyAlgorithm,
   type RecordFormat,
 } from '../signing/keys.ts';
-import { DEFAULT_ROTATION_TIMING, readRotation, removableFrom, rotationPath, writeRotation, type RotationKey, type RotationState, type RotationTiming } from '../signing/rotation.ts';
-import { asUsage, parseCommandArgs } from './args.ts';
+import { checkKey } from '../signing/key-check.ts';
+import { DEFAULT_ROTATION_TIMING, promote, readRotation, removableFrom, rotationPath, writeRotation, type RotationKey, type RotationState, type RotationTiming } from '../signing/rotation.ts';
+import { asUsage, parseCommandArgs, parseDnsServerFlag } from './args.ts';
 import { configPath } from './config-path.ts';
 import type { CliIo, Command } from './io.ts';
 import { defaultSelector } from './keygen.ts';
 
 export const rotateUsage = `usage: sello rotate <domain> [options]
+       sello rotate <domain> --promoted [options]
        sello rotate <domain> --finish [--force] [options]
 
 Makes the next DKIM key(s) of <domain>, marks them pending in <keys-dir>/<domain>/rotation.yaml
@@ -45,6 +49,12 @@ options:
   --selector S        selector of the new key (default: year and month in UTC, e.g. 202612;
                       year, month and day when that is taken)
   --format F          bind (default), value or json: how the record is printed
+  --promoted          record in rotation.yaml that the servers switched to the pending key(s),
+                      for a keys directory they cannot write (the source of a Kubernetes
+                      Secret): only when keycheck judges the record ok; the old key's last
+                      signature is taken as now
+  --dns HOST:PORT     with --promoted: the DNS server to ask (default: the config's dns.servers,
+                      else /etc/resolv.conf)
   --finish            remove the private keys of retiring keys whose record may be removed
                       (last signature + signing.expiry + signing.rotation.retireMargin)
   --force             with --finish: remove them even before that time
@@ -63,7 +73,9 @@ export function createRotateCommand(now: () => Date = () => new Date()): Command
       return 0;
     }
     const context = await rotationContext(options, io);
-    return options.finish ? finish(context, options.force, now(), io) : startRotation(context, options, now(), io);
+    if (options.finish) return finish(context, options.force, now(), io);
+    if (options.promoted) return recordPromotion(context, options.dns ?? context.dnsServers, now(), io);
+    return startRotation(context, options, now(), io);
   };
 }
 
@@ -76,6 +88,8 @@ interface RotateOptions {
   format: RecordFormat;
   finish: boolean;
   force: boolean;
+  promoted: boolean;
+  dns: DnsServerAddress[] | undefined;
   config: string | undefined;
   keysDir: string | undefined;
 }
@@ -89,6 +103,8 @@ function parseRotateArgs(args: string[]): RotateOptions | 'help' {
       selector: { type: 'string' },
       format: { type: 'string' },
       finish: { type: 'boolean' },
+      promoted: { type: 'boolean' },
+      dns: { type: 'string', multiple: true },
       force: { type: 'boolean' },
       config: { type: 'string' },
       'keys-dir': { type: 'string' },
@@ -104,6 +120,8 @@ function parseRotateArgs(args: string[]): RotateOptions | 'help' {
   if (!isRecordFormat(format)) throw new UsageError(`--format must be bind, value or json, not ${JSON.stringify(format)}`);
   if (values.force && !values.finish) throw new UsageError('--force applies to --finish only');
   if (values.finish && (algorithm !== undefined || values.selector !== undefined)) throw new UsageError('--finish makes no key: no --algorithm or --selector');
+  if (values.promoted && (values.finish || algorithm !== undefined || values.selector !== undefined)) throw new UsageError('--promoted makes no key and finishes nothing: use it alone');
+  if (values.dns && !values.promoted) throw new UsageError('--dns applies to --promoted only');
   if (values['keys-dir'] === '') throw new UsageError('--keys-dir must not be empty');
   return {
     domain: asUsage(() => validateDomain(positionals[0] ?? '')),
@@ -112,6 +130,8 @@ function parseRotateArgs(args: string[]): RotateOptions | 'help' {
     format,
     finish: values.finish ?? false,
     force: values.force ?? false,
+    promoted: values.promoted ?? false,
+    dns: values.dns?.map(parseDnsServerFlag),
     config: values.config,
     keysDir: values['keys-dir'],
   };
@@ -121,6 +141,8 @@ interface RotationContext {
   domain: string;
   keysDir: string;
   timing: RotationTiming;
+  /** The config's dns.servers; empty: /etc/resolv.conf. */
+  dnsServers: DnsServerAddress[];
   /** The state in rotation.yaml, or the one it starts from: the active keys of today. */
   state: RotationState;
   /** The file's text as read (undefined: no file yet), so a concurrent writer is not overwritten. */
@@ -132,6 +154,7 @@ async function rotationContext(options: RotateOptions, io: CliIo): Promise<Rotat
   const { domain } = options;
   let keysDir: string;
   let timing = DEFAULT_ROTATION_TIMING;
+  let dnsServers: DnsServerAddress[] = [];
   let configured: string[] | undefined;
   if (options.keysDir !== undefined && options.config === undefined) {
     keysDir = options.keysDir;
@@ -139,12 +162,13 @@ async function rotationContext(options: RotateOptions, io: CliIo): Promise<Rotat
     const config = await loadConfig(configPath(options.config, io.env), io.env);
     keysDir = options.keysDir ?? config.signing.keysDir;
     timing = { expiryMs: config.signing.expiry, retireMarginMs: config.signing.rotation.retireMargin };
+    dnsServers = [...config.dns.servers];
     configured = Object.entries(config.signing.domains)
       .filter(([pattern]) => pattern.replace(/^\*\./, '') === domain)
       .flatMap(([, selectors]) => [selectors].flat());
   }
   const read = await readRotation(keysDir, domain);
-  if (read) return { domain, keysDir, timing, state: read.state, text: read.text };
+  if (read) return { domain, keysDir, timing, dnsServers, state: read.state, text: read.text };
 
   // No rotation yet: today's keys are those the signing table names, or every key file.
   const selectors = configured ?? (await pemSelectors(join(keysDir, domain)));
@@ -153,7 +177,7 @@ async function rotationContext(options: RotateOptions, io: CliIo): Promise<Rotat
     const key = await loadKey(keyPath(keysDir, domain, selector));
     keys.push({ selector, state: 'active', algorithm: key.algorithm });
   }
-  return { domain, keysDir, timing, state: { domain, keys }, text: undefined };
+  return { domain, keysDir, timing, dnsServers, state: { domain, keys }, text: undefined };
 }
 
 async function pemSelectors(directory: string): Promise<string[]> {
@@ -242,4 +266,41 @@ async function finish(context: RotationContext, force: boolean, at: Date, io: Cl
     }
   }
   return waiting ? 1 : 0;
+}
+
+/**
+ * --promoted: the servers promote in memory when they cannot write rotation.yaml (a read-only
+ * Secret volume); this records it in the copy the Secret is made from, so keycheck can say when
+ * the old record may go and restarted pods start with the new key. Only a record keycheck judges
+ * ok is recorded, as the servers would; the old key's last signature is taken as now, which is no
+ * earlier than the servers' own switch (pods that read the updated file switch at their next check).
+ */
+async function recordPromotion(context: RotationContext, servers: DnsServerAddress[], at: Date, io: CliIo): Promise<number> {
+  const { domain, keysDir } = context;
+  const pending = context.state.keys.filter((key) => key.state === 'pending');
+  if (pending.length === 0) {
+    io.stderr(`sello rotate: no pending key for ${domain} in ${rotationPath(keysDir, domain)}\n`);
+    return 1;
+  }
+  const resolver = createResolver({ servers, timeoutMs: 5000, cache: { maxEntries: 0, maxTtlSeconds: 0 } });
+  let state = context.state;
+  let refused = false;
+  for (const key of pending) {
+    const judged = await checkKey({ domain, selector: key.selector, path: keyPath(keysDir, domain, key.selector) }, resolver.resolve);
+    if (judged.state !== 'ok') {
+      io.stderr(`${key.selector}: not recorded: its record is ${judged.state}${judged.detail ? ` (${judged.detail})` : ''}; the servers do not switch to it either\n`);
+      refused = true;
+      continue;
+    }
+    const algorithms = new Map<string, KeyAlgorithm>();
+    for (const entry of state.keys) {
+      if (entry.state !== 'retiring') algorithms.set(entry.selector, entry.algorithm ?? (await loadKey(keyPath(keysDir, domain, entry.selector))).algorithm);
+    }
+    state = promote(state, key.selector, (entry) => algorithms.get(entry.selector) ?? 'rsa', at);
+    io.stderr(`${key.selector}: recorded as active since ${at.toISOString()}\n`);
+  }
+  if (state !== context.state && !(await writeRotation(keysDir, state, context.text))) {
+    throw new KeyError(rotationPath(keysDir, domain), 'changed by someone else meanwhile; run sello rotate --promoted again');
+  }
+  return refused ? 1 : 0;
 }

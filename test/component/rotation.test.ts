@@ -187,7 +187,7 @@ test('two sello processes sharing one keys directory switch within one check per
     ].join('\n'),
   );
   const sello = fileURLToPath(new URL('../../bin/sello.js', import.meta.url));
-  const processes = [0, 1].map(() => {
+  const start = () => {
     const child = spawn(process.execPath, [sello, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     const state = { child, output: '', switchedAt: undefined as number | undefined, listening: false };
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
@@ -206,7 +206,12 @@ test('two sello processes sharing one keys directory switch within one check per
       child.kill('SIGKILL');
     });
     return state;
-  });
+  };
+  // The second starts half a period later, so their checks do not fall at the same moments.
+  const processes = [start()];
+  await poll(async () => processes.every((p) => p.listening), Boolean, 20_000, async () => processes.map((p) => p.output).join('\n---\n'), 50);
+  await new Promise((resolve) => setTimeout(resolve, interval / 2));
+  processes.push(start());
   await poll(async () => processes.every((p) => p.listening), Boolean, 20_000, async () => processes.map((p) => p.output).join('\n---\n'), 50);
 
   const rotated = await runCommand(main, ['rotate', 'example.com', '--keys-dir', keysDir, '--selector', 'new', '--format', 'value']);

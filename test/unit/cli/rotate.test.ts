@@ -155,3 +155,29 @@ test('keycheck with --keys-dir passes rotation.yaml over quietly and marks a pen
   assert.match(run.out, /^missing +new\._domainkey\.example\.com .*\n +rotation: pending: not used while its record is missing/m);
   assert.match(run.out, /^ok +old\._domainkey\.example\.com .*\n +rotation: active: signs/m);
 });
+
+test('--promoted records the switch in a copy the servers cannot write, only once keycheck judges the record ok', async (t) => {
+  const keysDir = await keysWithActive(t, ['--selector', 'old']);
+  const oldRecord = dnsRecordValue(await loadKey(keyPath(keysDir, 'example.com', 'old')));
+  assert.equal((await rotate(['example.com', '--keys-dir', keysDir, '--selector', 'new'])).code, 0);
+  const dns = await startDnsServer({ 'old._domainkey.example.com': { TXT: [oldRecord] }, 'new._domainkey.example.com': { TXT: ['v=DKIM1; k=rsa; p='] } });
+  t.after(() => dns.close());
+  const args = ['example.com', '--keys-dir', keysDir, '--promoted', '--dns', dns.address];
+
+  const revoked = await rotate(args);
+  assert.equal(revoked.code, 1);
+  assert.match(revoked.err, /new: not recorded: its record is revoked .*; the servers do not switch to it either/);
+  assert.equal((await readRotation(keysDir, 'example.com'))?.state.keys.find((key) => key.selector === 'new')?.state, 'pending');
+
+  dns.set('new._domainkey.example.com', { TXT: [dnsRecordValue(await loadKey(keyPath(keysDir, 'example.com', 'new')))] });
+  const recorded = await rotate(args);
+  assert.equal(recorded.code, 0, recorded.err);
+  assert.deepEqual(
+    (await readRotation(keysDir, 'example.com'))?.state.keys.map((key) => [key.selector, key.state, key.since?.toISOString()]),
+    [
+      ['new', 'active', december.toISOString()],
+      ['old', 'retiring', december.toISOString()],
+    ],
+  );
+  assert.equal((await rotateMain(['example.com', '--keys-dir', keysDir, '--dns', dns.address])).code, 2, '--dns without --promoted');
+});

@@ -421,14 +421,15 @@ export async function startSello(config: Config, logger: Logger, options: StartO
       for (const listener of [...[...active.values()].map((entry) => entry.listener), ...retiring.keys()]) void listener.shutdown(deadlineMs);
       return shuttingDown;
     }
+    // Not awaited inside the queue: a check in progress may be waiting there to swap keys.
+    const rotationStopped = rotation.stop();
     shuttingDown = serially(async () => {
       logger.info({ deadlineMs }, 'shutting down: no new connections; open transactions may finish');
-      await rotation.stop();
       const listeners = [...[...active.values()].map((entry) => entry.listener), ...retiring.keys()];
       await Promise.all(listeners.map((listener) => listener.shutdown(deadlineMs)));
       await endpoint?.close();
       logger.info('stopped');
-    });
+    }).then(() => rotationStopped);
     return shuttingDown;
   };
 

@@ -109,7 +109,8 @@ export class RotationWatcher {
         .catch((error: unknown) => this.#options.logger.error({ err: error instanceof Error ? error.message : String(error) }, 'key rotation check failed'))
         .finally(() => {
           this.#running = undefined;
-          if (!this.#stopped) this.#timer = setTimeout(loop, this.#options.settings().checkIntervalMs);
+          // unref: the listeners keep the process alive, a pending check never should.
+          if (!this.#stopped) this.#timer = setTimeout(loop, this.#options.settings().checkIntervalMs).unref();
         });
     };
     loop();

@@ -250,6 +250,7 @@ export class RotationWatcher {
     this.#logOnce(`${judged.domain}/${judged.selector}`, `${judged.state}:${judged.detail}:${String(seen)}`, () => {
       if (judged.state === 'ok') logger.info({ ...fields, seen, needed }, 'pending DKIM key: DNS serves its record');
       else if (judged.state === 'missing') logger.info(fields, 'pending DKIM key: its record is not published yet, not promoted');
+      else if (judged.state === 'error') logger.warn(fields, 'pending DKIM key: cannot be checked now (DNS or the key file), not promoted');
       else logger.warn(fields, 'pending DKIM key: its record is wrong, not promoted');
     });
   }

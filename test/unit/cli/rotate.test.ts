@@ -181,3 +181,14 @@ test('--promoted records the switch in a copy the servers cannot write, only onc
   );
   assert.equal((await rotateMain(['example.com', '--keys-dir', keysDir, '--dns', dns.address])).code, 2, '--dns without --promoted');
 });
+
+test('check-config (and so serve and a reload) refuses a broken rotation.yaml, naming the entry', async (t) => {
+  const keysDir = await keysWithActive(t, ['--selector', 'old']);
+  const configFile = join(keysDir, 'sello.yaml');
+  await writeFile(configFile, `listeners:\n  - {name: s, role: submission, listen: "127.0.0.1:0"}\nsigning:\n  keysDir: ${keysDir}\n  domains: {example.com: old}\n`);
+  assert.equal((await runCommand(main, ['check-config', '--config', configFile])).code, 0);
+  await writeFile(join(keysDir, 'example.com', 'rotation.yaml'), 'keys:\n  - {selector: old, state: active}\n  - {selector: older, state: retiring}\n');
+  const run = await runCommand(main, ['check-config', '--config', configFile]);
+  assert.equal(run.code, 1);
+  assert.match(run.err, /example\.com\/rotation\.yaml: keys\[1\]\.since: a retiring key needs since:/);
+});

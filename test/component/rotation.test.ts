@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createPrivateKey } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -20,7 +20,7 @@ import { runCommand } from '../helpers/cli.ts';
 import { startTestSello, type TestSello } from '../helpers/sello.ts';
 import { sendMail } from '../helpers/smtp-dialog.ts';
 import { startSink, type Sink } from '../helpers/smtp-sink.ts';
-import { checkDkimpy, requireTool, tempDir } from '../helpers/tools.ts';
+import { checkDkimpy, removeTempDir, requireTool, tempDir } from '../helpers/tools.ts';
 
 const CHECK_INTERVAL_MS = 300;
 
@@ -230,3 +230,73 @@ test('two sello processes sharing one keys directory switch within one check per
 async function loadRotationText(keysDir: string): Promise<string> {
   return readFile(join(keysDir, 'example.com', 'rotation.yaml'), 'utf8');
 }
+
+test('a read-only keys directory (a Kubernetes Secret): the process promotes in memory, says so once, and signs with the new key', async (t) => {
+  const interval = 300;
+  const keysDir = await tempDir(); // removed at the end, after the server stops and the mode is restored
+  const made = await runCommand(main, ['keygen', 'example.com', '--selector', 'old', '--keys-dir', keysDir, '--format', 'value']);
+  assert.equal(made.code, 0, made.err);
+  const rotated = await runCommand(main, ['rotate', 'example.com', '--keys-dir', keysDir, '--selector', 'new', '--format', 'value']);
+  assert.equal(rotated.code, 0, rotated.err);
+  const before = await readFile(join(keysDir, 'example.com', 'rotation.yaml'), 'utf8');
+  const mailDir = join(keysDir, 'mail');
+  const configFile = join(keysDir, 'sello.yaml');
+  await writeFile(
+    configFile,
+    [
+      'hostname: sello.test',
+      'listeners:',
+      '  - {name: submission, role: submission, listen: "127.0.0.1:0", trustedNetworks: [127.0.0.1/32]}',
+      `relay: {target: "dir:${mailDir}"}`,
+      `signing: {keysDir: "${keysDir}", domains: {example.com: old}, rotation: {checkInterval: ${String(interval)}ms, confirmations: 2}}`,
+      'metrics: {listen: "127.0.0.1:0"}',
+      'shutdown: {deadline: 1s}',
+      '',
+    ].join('\n'),
+  );
+  const dns = await startDnsServer({ 'old._domainkey.example.com': { TXT: [made.out.trim()] }, 'new._domainkey.example.com': { TXT: [rotated.out.trim()] } });
+  t.after(() => dns.close());
+  await writeFile(configFile, `${await readFile(configFile, 'utf8')}dns: {servers: ["${dns.address}"]}\n`);
+  // The keys readable but their directory not writable by the server, as a Secret volume is. Root
+  // writes anywhere, so as root the server runs as nobody, owning the keys it must read.
+  const asRoot = process.getuid?.() === 0;
+  await mkdir(mailDir);
+  if (asRoot) {
+    for (const path of [keysDir, mailDir, join(keysDir, 'example.com'), ...['old.pem', 'new.pem', 'rotation.yaml'].map((file) => join(keysDir, 'example.com', file))]) await chown(path, 65534, 65534);
+  }
+  await chmod(join(keysDir, 'example.com'), 0o500);
+
+  const sello = fileURLToPath(new URL('../../bin/sello.js', import.meta.url));
+  const child = spawn(process.execPath, [sello, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'], ...(asRoot ? { uid: 65534, gid: 65534 } : {}) });
+  let output = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+  t.after(async () => {
+    if (child.exitCode === null) {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000))]);
+      child.kill('SIGKILL');
+    }
+    await chmod(join(keysDir, 'example.com'), 0o700);
+    await removeTempDir(keysDir);
+  });
+  const port = await poll(async () => Number(/submission listening on 127\.0\.0\.1:(\d+)/.exec(output)?.[1] ?? 0), (value) => value > 0, 20_000, async () => output, 50);
+  await poll(async () => output.includes('"msg":"signing keys switched (key rotation)"'), Boolean, 20_000, async () => output, 20);
+
+  const lines = output.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as Record<string, unknown>);
+  const promoted = lines.filter((line) => line.msg === 'DKIM key promoted: DNS serves its record, it signs from now on');
+  assert.equal(promoted.length, 1);
+  assert.equal(promoted[0]?.recorded, 'memory');
+  assert.equal(lines.filter((line) => typeof line.msg === 'string' && line.msg.startsWith('cannot record the promotion in rotation.yaml')).length, 1);
+  assert.equal(await readFile(join(keysDir, 'example.com', 'rotation.yaml'), 'utf8'), before, 'the file is left as it was');
+
+  const sent = await sendMail(port, { from: 'alice@example.com', to: ['bob@example.net'], data: message(1) });
+  assert.match(sent.data ?? '', /^250 /);
+  const [file] = (await readdir(mailDir)).filter((name) => name.endsWith('.eml'));
+  assert.ok(file, `a message in ${mailDir}`);
+  assert.deepEqual(selectors(await readFile(join(mailDir, file))), ['new']);
+  // Later checks keep the held promotion: no second promotion, no switch back.
+  await new Promise((resolve) => setTimeout(resolve, interval * 3));
+  assert.equal(output.split('"msg":"signing keys switched (key rotation)"').length - 1, 1, output);
+});

@@ -13,7 +13,7 @@ import { createResolver, type DnsServerAddress } from '../dns/resolver.ts';
 import { KeyError, UsageError } from '../errors.ts';
 import { checkKey, type KeyCheck, type LocalKey } from '../signing/key-check.ts';
 import { keyPath, validateDomain, validateSelector } from '../signing/keys.ts';
-import { DEFAULT_ROTATION_TIMING, readRotation, removableFrom, ROTATION_FILE, type RotationKey, type RotationKeyState, type RotationTiming } from '../signing/rotation.ts';
+import { DEFAULT_ROTATION_TIMING, readRotation, removableFrom, ROTATION_FILE, rotatedSigningDomains, type RotationKey, type RotationKeyState, type RotationTiming } from '../signing/rotation.ts';
 import { SigningTable } from '../signing/table.ts';
 import { configPath } from './config-path.ts';
 import { asUsage, parseCommandArgs, parseDnsServerFlag } from './args.ts';
@@ -225,7 +225,8 @@ async function localKeys(
   const keys: LocalKey[] = [];
   // A "*.example.com" entry signs with d=example.com (signing/table.ts), so its record lives
   // under example.com; the same pair listed twice is looked up once.
-  for (const { domain, selector } of new SigningTable(config.signing.domains).keys()) {
+  // With rotation.yaml applied: a finished rotation's old selector may still be in signing.domains.
+  for (const { domain, selector } of new SigningTable((await rotatedSigningDomains(config.signing.domains, keysDir)).domains).keys()) {
     if (!matches(domain, selector) || seen.has(`${domain}/${selector}`)) continue;
     seen.add(`${domain}/${selector}`);
     keys.push({ domain, selector, path: keyPath(keysDir, domain, selector) });

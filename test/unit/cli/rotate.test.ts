@@ -106,11 +106,11 @@ test('retirement: keycheck says from when the old record may go (last signature 
   assert.deepEqual(
     keys.map((key) => [key.selector, key.state, key.rotation?.state, key.rotation?.recordRemovableFrom]),
     [
-      ['old', 'ok', 'retiring', removable],
       ['new', 'ok', 'active', undefined],
+      ['old', 'ok', 'retiring', removable],
     ],
   );
-  assert.match(keys[0]?.rotation?.advice ?? '', /keep its record until 2026-12-07T12:00:00\.000Z/);
+  assert.match(keys[1]?.rotation?.advice ?? '', /keep its record until 2026-12-07T12:00:00\.000Z/);
 
   // Removing the record before that time breaks mail still in transit: a problem.
   dns.remove('old._domainkey.example.com');
@@ -131,6 +131,9 @@ test('retirement: keycheck says from when the old record may go (last signature 
   assert.match(done.err, /remove its record old\._domainkey\.example\.com from DNS, or revoke it/);
   assert.equal(await exists(keyPath(keysDir, 'example.com', 'old')), false);
   assert.doesNotMatch(await readFile(join(keysDir, 'example.com', 'rotation.yaml'), 'utf8'), /old/);
+  const afterwards = await keycheck(new Date('2026-12-08T00:00:00Z'));
+  assert.equal(afterwards.code, 0, `signing.domains still names old, but rotation.yaml decides: ${afterwards.out}`);
+  assert.deepEqual((JSON.parse(afterwards.out) as { keys: { selector: string }[] }).keys.map((key) => key.selector), ['new']);
 });
 
 test('--finish --force removes a retiring key before its time', async (t) => {

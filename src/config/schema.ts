@@ -218,6 +218,17 @@ export const configSchema = z
         oversign: z.array(z.string().regex(/^[!-9;-~]+$/, 'not a header field name')).default(DEFAULT_OVERSIGNED_FIELDS),
         /** What a signing error does: defer (451 4.7.0, client retries) or reject (554 5.7.0). Never sends unsigned. */
         onError: z.enum(['defer', 'reject']).default('defer'),
+        /** Key rotation (docs/rotation.md): how a pending key's record must be seen before it signs. */
+        rotation: z
+          .strictObject({
+            /** How often the server looks up pending keys' records; consecutive sightings are this far apart. */
+            checkInterval: duration.refine((ms) => ms >= 100, 'at least 100ms').prefault('1h'),
+            /** Consecutive sightings of a record keycheck judges ok before the key is promoted. */
+            confirmations: z.number().int().min(1).max(100).default(2),
+            /** Added to the last signature + signing.expiry before a retiring key's record may go. */
+            retireMargin: duration.prefault('1d'),
+          })
+          .prefault({}),
       })
       .prefault({}),
     inbound: z

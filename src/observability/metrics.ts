@@ -60,7 +60,14 @@ export interface Metrics {
   configReload(result: ConfigLoadResult): void;
   /** The first load at start: sets the last-success timestamp without counting a reload. */
   configLoaded(): void;
+  /** Replaces the rotation state of every signing key (sello_dkim_key_state): pending, active, retiring. */
+  dkimKeyStates(keys: readonly { domain: string; selector: string; state: DkimKeyState }[]): void;
+  /** The server promoted a pending key of a configured signing domain. */
+  dkimKeyPromoted(domain: string): void;
 }
+
+/** A signing key's place in a rotation (docs/rotation.md). */
+export type DkimKeyState = 'pending' | 'active' | 'retiring';
 
 // Bucket bounds in seconds, chosen for what each step costs on a healthy system and where it
 // hurts: local CPU work in milliseconds, DNS in tens of milliseconds, the MTA's queue write in
@@ -266,6 +273,24 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   configReloads.inc({ result: 'success' }, 0);
   configReloads.inc({ result: 'failure' }, 0);
 
+  let dkimKeyStates: readonly { domain: string; selector: string; state: DkimKeyState }[] = [];
+  new Gauge({
+    name: 'sello_dkim_key_state',
+    help: 'Signing keys by rotation state (value 1): pending (waiting for its DNS record), active (signing), retiring.',
+    labelNames: ['domain', 'selector', 'state'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const key of dkimKeyStates) this.set({ domain: key.domain, selector: key.selector, state: key.state }, 1);
+    },
+  });
+  const dkimKeyPromotions = new Counter({
+    name: 'sello_dkim_key_promotions_total',
+    help: 'Pending DKIM keys this process promoted to signing after DNS served their record, by signing domain.',
+    labelNames: ['domain'] as const,
+    registers,
+  });
+
   const setLoaded = () => lastReloadSuccess.set(now().getTime() / 1000);
 
   return {
@@ -301,5 +326,9 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       if (result === 'success') setLoaded();
     },
     configLoaded: setLoaded,
+    dkimKeyStates(keys) {
+      dkimKeyStates = keys.map((key) => ({ ...key }));
+    },
+    dkimKeyPromoted: (domain) => dkimKeyPromotions.inc({ domain }),
   };
 }

@@ -245,6 +245,8 @@ test('a read-only keys directory (a Kubernetes Secret): the process promotes in 
     configFile,
     [
       'hostname: sello.test',
+      // One process: each worker would hold (and log) its own promotion.
+      'workers: 1',
       'listeners:',
       '  - {name: submission, role: submission, listen: "127.0.0.1:0", trustedNetworks: [127.0.0.1/32]}',
       `relay: {target: "dir:${mailDir}"}`,

@@ -32,6 +32,8 @@ export interface LoadedKey {
   readonly warnings: string[];
   /** The file's modification time (sello_key_age_seconds). */
   readonly modified: Date;
+  /** The file's permission bits, e.g. 0o600 (key-store.ts refuses group or other access). */
+  readonly mode: number;
 }
 
 /** A new private key as PKCS#8 PEM. RSA defaults to 2048 bits (RFC 8301 §3.2 allows 1024–4096). */
@@ -107,6 +109,16 @@ export function keyPath(keysDir: string, domain: string, selector: string): stri
 /** The owner name of the key record, without the final dot: `<selector>._domainkey.<domain>`. */
 export function recordName(domain: string, selector: string): string {
   return `${validateSelector(selector)}._domainkey.${validateDomain(domain)}`;
+}
+
+/**
+ * Why a key file must not sign: readable or writable by group or others (OpenDKIM refuses such
+ * keys too, unless RequireSafeKeys is off), with the command that fixes it; undefined if safe.
+ */
+export function unsafeKeyMode(key: Pick<LoadedKey, 'path' | 'mode'>): string | undefined {
+  if ((key.mode & 0o077) === 0) return undefined;
+  const mode = key.mode.toString(8).padStart(4, '0');
+  return `key file mode is ${mode}, open to group or others; run: chmod 600 ${key.path} (or set signing.allowUnsafeKeys: true)`;
 }
 
 /**
@@ -210,7 +222,7 @@ export async function loadKey(path: string): Promise<LoadedKey> {
   }
   const type = privateKey.asymmetricKeyType;
   if (type === 'ed25519') {
-    return { path, algorithm: 'ed25519', privateKey, pem, warnings, modified };
+    return { path, algorithm: 'ed25519', privateKey, pem, warnings, modified, mode };
   }
   if (type !== 'rsa') {
     // rsa-pss keys are restricted to PSS, which DKIM's rsa-sha256 (PKCS#1 v1.5) cannot use.
@@ -222,7 +234,7 @@ export async function loadKey(path: string): Promise<LoadedKey> {
   if (bits < 1024) throw new KeyError(path, `RSA key of ${String(bits)} bits is too short; RFC 8301 §3.2 requires at least 1024 (use 2048)`);
   if (bits < 2048) warnings.push(`${path}: RSA key of ${String(bits)} bits is below the recommended 2048 (RFC 8301 §3.2)`);
   if (bits > 4096) warnings.push(`${path}: RSA key of ${String(bits)} bits; verifiers need only support up to 4096 (RFC 8301 §3.2)`);
-  return { path, algorithm: 'rsa', bits, privateKey, pem, warnings, modified };
+  return { path, algorithm: 'rsa', bits, privateKey, pem, warnings, modified, mode };
 }
 
 /**

@@ -21,7 +21,7 @@ export const serveCommand: Command = async (args, io) => {
   const file = configPath(values.config, io.env);
   const config = await loadConfig(file, io.env);
   // The level is fixed at start: a reload does not re-create the logger.
-  const logger = createLogger(config.logging.level);
+  const logger = createLogger(config.logging.level, undefined, config.logging.format);
   // Caught from the start: SIGHUP's default action would end the process. One that arrives
   // while starting is carried out once sello runs.
   let running: RunningSello | undefined;

@@ -14,6 +14,7 @@ const commands: Record<string, () => Promise<Command>> = {
   spf: async () => (await import('./spf.ts')).spfCommand,
   passwd: async () => (await import('./passwd.ts')).passwdCommand,
   verify: async () => (await import('./verify.ts')).verifyCommand,
+  import: async () => (await import('./import-opendkim.ts')).importCommand,
 };
 
 const usage = `usage: sello <command> [options]
@@ -28,6 +29,7 @@ commands:
   spf            evaluate SPF for an IP, sender and HELO, print the result and Received-SPF
   passwd         print a user's line for a local AUTH credentials file
   verify         verify the DKIM signatures and ARC chain of a message from stdin
+  import         print the sello config of an OpenDKIM setup (sello import opendkim [FILE])
 
 Run 'sello <command> --help' for a command's options.
 `;

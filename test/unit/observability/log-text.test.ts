@@ -65,14 +65,18 @@ test('sello serve with logging.format: text logs text lines on stdout', { timeou
   let stdout = '';
   child.stdout.on('data', (chunk) => (stdout += String(chunk)));
   let stderr = '';
-  const listening = new Promise<void>((resolve, reject) => {
+  const metricsUrl = new Promise<string>((resolve, reject) => {
     child.stderr.on('data', (chunk) => {
       stderr += String(chunk);
-      if (stderr.includes('listening on')) resolve();
+      const url = /metrics on (http:\S+)\/metrics/.exec(stderr)?.[1];
+      if (url) resolve(url);
     });
     child.on('exit', (code) => reject(new Error(`sello exited ${String(code)}: ${stderr}`)));
   });
-  await listening;
+  // An answer from /healthz means serve.ts has returned to the event loop, so its SIGTERM
+  // handler is in place (the line on stderr alone comes a moment before it).
+  const health = await fetch(`${await metricsUrl}/healthz`);
+  assert.equal(health.status, 200);
   const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
   child.kill('SIGTERM');
   assert.equal(await exited, 0, stderr);

@@ -103,7 +103,7 @@ export async function importOpendkim(path: string): Promise<ImportResult> {
     const fields = datasetKeys(await readDataset(oversign.value, config.path), oversign, note);
     const extra = fields.filter((field) => !DEFAULT_OVERSIGNED_FIELDS.some((known) => known.toLowerCase() === field.toLowerCase()));
     // Never weaker than sello's default list (which already oversigns From, Debian's setting).
-    if (extra.length > 0) (signing.section as Record<string, unknown>).oversign = [...DEFAULT_OVERSIGNED_FIELDS, ...extra];
+    if (extra.length > 0) signing.section.oversign = [...DEFAULT_OVERSIGNED_FIELDS, ...extra];
   }
 
   const signHeaders = setting('signheaders');
@@ -113,12 +113,12 @@ export async function importOpendkim(path: string): Promise<ImportResult> {
 
   const ttl = setting('signaturettl');
   // opendkim.conf(5): without SignatureTTL no x= is added; sello's default is 7 days.
-  if (!ttl || /^0*$/.test(ttl.value)) (signing.section as Record<string, unknown>).expiry = false;
-  else if (/^\d+$/.test(ttl.value)) (signing.section as Record<string, unknown>).expiry = `${Number(ttl.value)}s`;
+  if (!ttl || /^0*$/.test(ttl.value)) signing.section.expiry = false;
+  else if (/^\d+$/.test(ttl.value)) signing.section.expiry = `${Number(ttl.value)}s`;
   else note(ttl, 'not a number of seconds');
 
   const safeKeys = setting('requiresafekeys');
-  if (safeKeys && !isTrue(safeKeys.value)) (signing.section as Record<string, unknown>).allowUnsafeKeys = true;
+  if (safeKeys && !isTrue(safeKeys.value)) signing.section.allowUnsafeKeys = true;
 
   const nameservers = setting('nameservers');
   if (nameservers) {
@@ -164,7 +164,7 @@ function inFileOrder(notes: string[]): string[] {
 type Note = (where: OpendkimSetting | string, why: string) => void;
 
 /** The signing section: KeyTable + SigningTable, or Domain/Selector/KeyFile (opendkim.conf(5) Mode). */
-async function signingTable(config: OpendkimConfig, setting: (name: string) => OpendkimSetting | undefined, note: Note): Promise<{ section: object }> {
+async function signingTable(config: OpendkimConfig, setting: (name: string) => OpendkimSetting | undefined, note: Note): Promise<{ section: Record<string, unknown> }> {
   const domains = new Map<string, string[]>();
   const keyFiles = new Map<string, string>();
   const multiple = isTrue(setting('multiplesignatures')?.value ?? 'no');

@@ -14,12 +14,13 @@ const commands: Record<string, () => Promise<Command>> = {
   spf: async () => (await import('./spf.ts')).spfCommand,
   passwd: async () => (await import('./passwd.ts')).passwdCommand,
   verify: async () => (await import('./verify.ts')).verifyCommand,
+  version: async () => (await import('./version.ts')).versionCommand,
 };
 
 const usage = `usage: sello <command> [options]
 
 commands:
-  serve          run the listeners (default config config/sello.yaml)
+  serve          run the listeners (config: --config, $SELLO_CONFIG, /etc/sello/sello.yaml, config/sello.yaml)
   keygen         make a DKIM key and print its DNS TXT record
   dns-record     print the DNS TXT record of an existing key again
   keycheck       compare the published DKIM records with the local keys
@@ -28,12 +29,14 @@ commands:
   spf            evaluate SPF for an IP, sender and HELO, print the result and Received-SPF
   passwd         print a user's line for a local AUTH credentials file
   verify         verify the DKIM signatures and ARC chain of a message from stdin
+  version        print sello's version and its Node.js runtime (also: sello --version)
 
 Run 'sello <command> --help' for a command's options.
 `;
 
 export async function main(argv: string[], io: CliIo): Promise<number> {
-  const [name, ...args] = argv;
+  const [given, ...args] = argv;
+  const name = given === '--version' || given === '-V' ? 'version' : given;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     io.stdout(usage);
     return name ? 0 : 2;

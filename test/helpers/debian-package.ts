@@ -47,6 +47,10 @@ export function checkDebianPackaging(): ToolCheck {
   if (status !== '' && status !== 'unknown ok not-installed') {
     return { name, missing: `a sello package is on this machine already (${status}); the test would purge it`, install: `${install}; apt-get purge sello first` };
   }
+  // An account from a hand-made install (deploy/systemd's header): the purge would delete it.
+  if (status === '' && spawnSync('getent', ['passwd', 'sello']).status === 0) {
+    return { name, missing: 'a user sello exists without the sello package; the purge would delete it', install: `${install}; userdel sello first if it is left over from an earlier run` };
+  }
   return { name, missing: undefined, install };
 }
 

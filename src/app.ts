@@ -11,12 +11,13 @@ import { ConfigError } from './errors.ts';
 import { cachedReadiness, startOperationsEndpoint, type OperationsEndpoint, type ReadinessCheck, type ReadinessReport } from './observability/http.ts';
 import type { Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
-import { InboundChecks } from './pipeline/inbound.ts';
-import { MessagePipeline } from './pipeline/transaction.ts';
-import { createRelayTarget } from './relay/index.ts';
+import { InboundChecks, MessagePipeline, TransactionEngine, type Engine, type FrontEnd } from './pipeline/index.ts';
+import { createRelayTarget, mtaSeesRealClient } from './relay/index.ts';
 import type { RelayTarget } from './relay/types.ts';
 import { ArcSealer } from './signing/arc-sealer.ts';
 import { loadArcSealKey, loadKeyStore, type KeyInfo, type KeyStore } from './signing/key-store.ts';
+import { rotatedSigningDomains, type HeldPromotions } from './signing/rotation.ts';
+import { RotationWatcher } from './signing/rotation-watcher.ts';
 import { Signer } from './signing/signer.ts';
 import { SigningTable } from './signing/table.ts';
 import { Listener, type ListenerDependencies } from './smtp/listener.ts';
@@ -50,6 +51,8 @@ export interface SigningSetup {
   table: SigningTable;
   keys: KeyStore;
   signer: Signer;
+  /** The signing table as used: signing.domains with each domain's rotation.yaml applied. */
+  domains: Readonly<Record<string, string | readonly string[]>>;
   /** inbound.arc.seal: the sealer, its key's description and the key's warnings; absent when off. */
   arc?: { sealer: ArcSealer; key: KeyInfo; warnings: readonly string[] };
 }
@@ -58,13 +61,15 @@ export interface SigningSetup {
  * Loads the keys the signing table names and the ARC sealing key; shared by serve, sign and
  * check-config, so a bad key fails all three (and a SIGHUP reload) the same way.
  */
-export async function loadSigning(config: Config, now?: () => Date): Promise<SigningSetup> {
-  const table = new SigningTable(config.signing.domains);
-  const keys = await loadKeyStore(config.signing.keysDir, table);
+export async function loadSigning(config: Config, now?: () => Date, heldPromotions?: HeldPromotions): Promise<SigningSetup> {
+  const { domains } = await rotatedSigningDomains(config.signing.domains, config.signing.keysDir, heldPromotions);
+  const table = new SigningTable(domains);
+  const keys = await loadKeyStore(config.signing.keysDir, table, config.signing);
   const seal = config.inbound.arc.seal;
-  const arc = seal ? await loadArcSealKey(config.signing.keysDir, seal.domain, seal.selector) : undefined;
+  const arc = seal ? await loadArcSealKey(config.signing.keysDir, seal.domain, seal.selector, config.signing) : undefined;
   return {
     table,
+    domains,
     keys,
     signer: new Signer(table, keys, config.signing, now),
     ...(arc ? { arc: { sealer: new ArcSealer(arc.key, now), key: arc.info, warnings: arc.warnings } } : {}),
@@ -99,6 +104,7 @@ export function relayTargetFor(config: Config, relay: RelayConfig, configPath: s
       helo: relay.helo ?? config.hostname,
       forward: relay.forward,
       timeouts: { connectMs: relay.timeouts.connect, commandMs: relay.timeouts.command, dataMs: relay.timeouts.data },
+      pool: { maxIdle: relay.pool.maxIdle, idleTimeoutMs: relay.pool.idleTimeout, maxTransactions: relay.pool.maxTransactions },
     },
     configPath,
   );
@@ -112,13 +118,16 @@ export interface StartOptions {
   operationsEndpoint?: boolean;
   /** How long a /readyz answer is reused (default 5 s): probes do not hit the MTA every second. */
   readinessCacheMs?: number;
+  /** Used by listeners with TLS but no cert/key instead of making their own (one for all workers, src/cluster/). */
+  selfSignedTls?: TlsMaterial;
 }
 
 /** Everything one config makes, built before anything changes: a reload fails here or not at all. */
 interface Generation {
   config: Config;
   signing: SigningSetup;
-  pipeline: MessagePipeline;
+  /** Decides every transaction of this generation's listeners. */
+  engine: Engine;
   inbound: InboundChecks;
   /** The distinct relay targets the listeners use, by description, for /readyz. */
   relays: ReadonlyMap<string, RelayTarget>;
@@ -162,12 +171,15 @@ async function prepareGeneration(
   config: Config,
   metrics: Metrics,
   previous: ReadonlyMap<string, ActiveListener>,
+  logger: Logger,
   now?: () => Date,
+  selfSignedTls?: TlsMaterial,
+  heldPromotions?: HeldPromotions,
 ): Promise<Generation> {
-  const signing = await loadSigning(config, now);
+  const signing = await loadSigning(config, now, heldPromotions);
   const resolver = resolverFor(config, metrics);
   const inbound = new InboundChecks(config, resolver.resolve);
-  const pipeline = new MessagePipeline(config, signing.signer, inbound, metrics, signing.arc?.sealer);
+  const engine = engineFor(config, signing, inbound, metrics, logger);
   const defaultRelay = relayTargetFor(config, config.relay, 'relay.target');
   const relays = new Map<string, RelayTarget>();
   const listeners: ListenerPlan[] = [];
@@ -183,7 +195,7 @@ async function prepareGeneration(
         ? undefined
         : keepSelfSigned
           ? old.plan.tls
-          : await loadTlsMaterial(`listeners[${index}].tls`, listenerConfig.tls ?? {}, config.hostname);
+          : (!listenerConfig.tls?.cert && selfSignedTls) || (await loadTlsMaterial(`listeners[${index}].tls`, listenerConfig.tls ?? {}, config.hostname));
     const store = credentials[index];
     listeners.push({ config: listenerConfig, relay, ...(tls ? { tls } : {}), ...(store ? { credentials: store } : {}) });
   }
@@ -191,11 +203,29 @@ async function prepareGeneration(
   return {
     config,
     signing,
-    pipeline,
+    engine,
     inbound,
     relays,
     listeners,
     ...(needsDns ? { dnsProbe: resolverFor(config, undefined, { uncached: true }) } : {}),
+  };
+}
+
+/** The engine of one generation: its config, keys (signer, ARC sealer) and inbound checks. */
+function engineFor(config: Config, signing: SigningSetup, inbound: InboundChecks, metrics: Metrics, logger: Logger): Engine {
+  const pipeline = new MessagePipeline(config, signing.signer, inbound, metrics, signing.arc?.sealer);
+  return new TransactionEngine({ config, pipeline, inbound, metrics, logger });
+}
+
+/** What a listener is to the engine: its role's rights (PRODUCT.md §2) and whether the MTA judges relaying. */
+function frontEndFor(listener: ListenerConfig, relay: RelayTarget): FrontEnd {
+  const { role } = listener;
+  return {
+    listener: listener.name,
+    role,
+    signs: role === 'submission' || (role === 'filter' && listener.sign !== false),
+    verifies: role === 'mx' || (role === 'filter' && listener.verify === true),
+    mtaJudgesRelay: mtaSeesRealClient(relay.forward),
   };
 }
 
@@ -229,9 +259,16 @@ async function dnsAnswers(resolver: DnsResolver, name: string): Promise<void> {
   }
 }
 
+/** QUITs the pooled idle connections of every relay target `retired` made (sessions in use end on their own). */
+async function closeRelayTargets(retired: Generation): Promise<void> {
+  await Promise.all([...new Set(retired.listeners.map((plan) => plan.relay))].map((relay) => relay.close?.()));
+}
+
 export async function startSello(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningSello> {
   const metrics = options.metrics ?? createMetrics();
-  let generation = await prepareGeneration(config, metrics, new Map(), options.now);
+  /** Key rotation promotions this process could not write to rotation.yaml (docs/rotation.md). */
+  const heldPromotions: HeldPromotions = new Map();
+  let generation = await prepareGeneration(config, metrics, new Map(), logger, options.now, options.selfSignedTls, heldPromotions);
   let active = new Map<string, ActiveListener>();
   /** Listeners replaced by a reload, still finishing their sessions. */
   const retiring = new Map<Listener, Promise<void>>();
@@ -250,8 +287,8 @@ export async function startSello(config: Config, logger: Logger, options: StartO
     config: next.config,
     listener: plan.config,
     relay: plan.relay,
-    pipeline: next.pipeline,
-    inbound: next.inbound,
+    engine: next.engine,
+    frontEnd: frontEndFor(plan.config, plan.relay),
     logger,
     metrics,
     ...(plan.tls ? { tls: plan.tls } : {}),
@@ -268,6 +305,37 @@ export async function startSello(config: Config, logger: Logger, options: StartO
       }
     }
   };
+
+  /** Key rotation: a promotion swaps in a new key store and signer the way a reload does. */
+  const rotation = new RotationWatcher({
+    settings: () => {
+      const { signing } = generation.config;
+      return {
+        keysDir: signing.keysDir,
+        domains: signing.domains,
+        checkIntervalMs: signing.rotation.checkInterval,
+        confirmations: signing.rotation.confirmations,
+        timing: { expiryMs: signing.expiry, retireMarginMs: signing.rotation.retireMargin },
+      };
+    },
+    resolve: (name, rrtype) => resolverFor(generation.config, metrics, { uncached: true }).resolve(name, rrtype),
+    held: heldPromotions,
+    logger,
+    metrics,
+    now: options.now ?? (() => new Date()),
+    signingDomains: () => generation.signing.domains,
+    apply: () =>
+      serially(async () => {
+        if (shuttingDown) return;
+        const current = generation;
+        const signing = await loadSigning(current.config, options.now, heldPromotions);
+        const next = { ...current, signing, engine: engineFor(current.config, signing, current.inbound, metrics, logger) };
+        for (const entry of active.values()) entry.listener.update(dependencies(next, entry.plan));
+        generation = next;
+        metrics.keysLoaded(loadedKeys(signing));
+        logger.info({ signing: signing.domains }, 'signing keys switched (key rotation)');
+      }),
+  });
 
   const readiness = cachedReadiness(
     () => {
@@ -290,6 +358,11 @@ export async function startSello(config: Config, logger: Logger, options: StartO
         },
         ...[...current.relays.values()].map((relay) => ({ name: `relay ${relay.description}`, check: () => relay.probe() })),
       ];
+      // A pending key's judgement is shown, never a reason to be unready: the old key still signs.
+      for (const key of rotation.pending) {
+        const reason = `pending, not promoted: ${key.state}${key.detail ? ` (${key.detail})` : ''}`;
+        checks.push({ name: `rotation ${key.name}`, advisory: true, check: async () => (key.state === 'ok' ? undefined : Promise.reject(new Error(reason))) });
+      }
       const dnsProbe = current.dnsProbe;
       if (dnsProbe) checks.push({ name: 'dns', check: () => dnsAnswers(dnsProbe, current.inbound.authservId) });
       return checks;
@@ -343,6 +416,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
       old.plan = plan;
     }
     active = new Map([...kept.map(([old]) => [old.plan.config.name, old] as const), ...started.map((entry) => [entry.plan.config.name, entry] as const)]);
+    if (generation !== next) void closeRelayTargets(generation);
     generation = next;
     for (const old of replaced) {
       retiring.set(old.listener, old.listener.shutdown(next.config.shutdown.deadline).finally(() => retiring.delete(old.listener)));
@@ -368,6 +442,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
   }
   metrics.keysLoaded(loadedKeys(generation.signing));
   metrics.configLoaded();
+  rotation.start();
 
   const shutdown = (deadlineMs: number): Promise<void> => {
     if (shuttingDown) {
@@ -375,13 +450,16 @@ export async function startSello(config: Config, logger: Logger, options: StartO
       for (const listener of [...[...active.values()].map((entry) => entry.listener), ...retiring.keys()]) void listener.shutdown(deadlineMs);
       return shuttingDown;
     }
+    // Not awaited inside the queue: a check in progress may be waiting there to swap keys.
+    const rotationStopped = rotation.stop();
     shuttingDown = serially(async () => {
       logger.info({ deadlineMs }, 'shutting down: no new connections; open transactions may finish');
       const listeners = [...[...active.values()].map((entry) => entry.listener), ...retiring.keys()];
       await Promise.all(listeners.map((listener) => listener.shutdown(deadlineMs)));
+      await closeRelayTargets(generation);
       await endpoint?.close();
       logger.info('stopped');
-    });
+    }).then(() => rotationStopped);
     return shuttingDown;
   };
 
@@ -403,7 +481,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
         let next: Generation;
         try {
           const config = await load();
-          next = await prepareGeneration(config, metrics, active, options.now);
+          next = await prepareGeneration(config, metrics, active, logger, options.now, options.selfSignedTls, heldPromotions);
           await swap(next);
         } catch (error) {
           // The running config stays; the operator fixes the file and sends SIGHUP again.

@@ -6,8 +6,7 @@
 import { BlockList, isIP } from 'node:net';
 import os from 'node:os';
 import { z } from 'zod';
-import { forwardModes, mtaSeesRealClient } from '../relay/forwarding.ts';
-import { parseSmtpUrl } from '../relay/smtp-target.ts';
+import { forwardModes, mtaSeesRealClient, parseSmtpUrl } from './relay-target.ts';
 
 /** "500ms", "30s", "5m", "2h", "7d" or a number of seconds → milliseconds. */
 export function parseDuration(value: string | number): number | undefined {
@@ -69,10 +68,13 @@ const network = z.string().refine(
   { message: 'expected an IP address or CIDR network, e.g. "192.0.2.0/24" or "::1/128"' },
 );
 
-/** RFC 6376 §3.1: selector = sub-domain *( "." sub-domain ). */
+/**
+ * RFC 6376 §3.1: selector = sub-domain *( "." sub-domain ). A number is taken as its digits: YAML
+ * reads keygen's default selector `202611` unquoted as an integer (load.ts keeps its exact digits).
+ */
 const selector = z
-  .string()
-  .regex(/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$/i, 'not a valid DKIM selector');
+  .union([z.string(), z.number().transform(String)])
+  .pipe(z.string().regex(/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$/i, 'not a valid DKIM selector'));
 
 /** A signing-table key: "example.com" or "*.example.com" (every subdomain, not the domain itself). */
 const domainPattern = z
@@ -115,6 +117,14 @@ const relaySchema = z
         command: duration.prefault('5m'),
         /** Wait for the MTA's reply to the final dot (RFC 5321 §4.5.3.2.6: 10 minutes). */
         data: duration.prefault('10m'),
+      })
+      .prefault({}),
+    /** Warm connections reused across client sessions (docs/performance.md); maxIdle 0 turns it off. */
+    pool: z
+      .strictObject({
+        maxIdle: z.int().min(0).max(1000).default(16),
+        idleTimeout: duration.prefault('5s'),
+        maxTransactions: z.int().min(1).max(1_000_000).default(10),
       })
       .prefault({}),
   })
@@ -211,6 +221,21 @@ export const configSchema = z
         oversign: z.array(z.string().regex(/^[!-9;-~]+$/, 'not a header field name')).default(DEFAULT_OVERSIGNED_FIELDS),
         /** What a signing error does: defer (451 4.7.0, client retries) or reject (554 5.7.0). Never sends unsigned. */
         onError: z.enum(['defer', 'reject']).default('defer'),
+        /** Key rotation (docs/rotation.md): how a pending key's record must be seen before it signs. */
+        rotation: z
+          .strictObject({
+            /** How often the server looks up pending keys' records; consecutive sightings are this far apart. */
+            checkInterval: duration.refine((ms) => ms >= 100, 'at least 100ms').prefault('1h'),
+            /** Consecutive sightings of a record keycheck judges ok before the key is promoted. */
+            confirmations: z.number().int().min(1).max(100).default(2),
+            /** Added to the last signature + signing.expiry before a retiring key's record may go. */
+            retireMargin: duration.prefault('1d'),
+          })
+          .prefault({}),
+        /** Key files elsewhere than <keysDir>/<domain>/<selector>.pem, by record name: "<selector>._domainkey.<domain>": path. */
+        keyFiles: z.record(z.string().regex(/^[A-Za-z0-9.-]+\._domainkey\.[A-Za-z0-9.-]+$/, 'expected "<selector>._domainkey.<domain>"'), z.string().min(1)).default({}),
+        /** Load key files readable by group or others (refused by default, as OpenDKIM does). */
+        allowUnsafeKeys: z.boolean().default(false),
       })
       .prefault({}),
     inbound: z
@@ -300,6 +325,8 @@ export const configSchema = z
     logging: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+        /** json: one pino JSON object per line; text: one greppable "time LEVEL msg key=value" line (journald, humans). */
+        format: z.enum(['json', 'text']).default('json'),
       })
       .prefault({}),
     metrics: z
@@ -314,6 +341,8 @@ export const configSchema = z
         deadline: duration.prefault('30s'),
       })
       .prefault({}),
+    /** `sello serve` processes: "auto" = one per CPU, or a number; 1 runs without node:cluster (docs/performance.md). */
+    workers: z.union([z.literal('auto'), z.int().min(1).max(256)]).default('auto'),
   })
   .superRefine((config, context) => {
     const judgedBySello = (listener: (typeof config.listeners)[number]) => !mtaSeesRealClient((listener.relay ?? config.relay).forward);

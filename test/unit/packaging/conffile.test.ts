@@ -21,6 +21,7 @@ test('the shipped config listens on loopback only, keeps keys under /var/lib/sel
   for (const listener of config.listeners) assert.match(listener.listen.host, /^127\./, listener.name);
   assert.equal(config.metrics.listen.host, '127.0.0.1');
   assert.equal(config.signing.keysDir, '/var/lib/sello/keys');
+  assert.equal(config.logging.format, 'text', 'the unit logs to the journal');
   // The commented-out listeners and inbound block are what an admin enables: uncommented, the
   // config must still be valid (schema only: the snakeoil certificate need not exist here).
   const text = await readFile(conffile, 'utf8');

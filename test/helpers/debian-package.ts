@@ -39,10 +39,10 @@ export function packageStatus(name: string): string {
  * the machine already (the test installs and purges it, and would take an admin's install with it).
  */
 export function checkDebianPackaging(): ToolCheck {
-  const install = 'dpkg-dev binutils lintian bash-completion util-linux (see .ci/run); run as root on a disposable machine';
+  const install = 'dpkg-dev binutils lintian bash-completion man-db systemd util-linux (see .ci/run); run as root on a disposable machine';
   const name = 'Debian packaging';
   if (process.getuid?.() !== 0) return { name, missing: 'installing a package needs root', install };
-  for (const tool of ['dpkg-deb', 'dpkg-shlibdeps', 'apt-get', 'strip', 'lintian', 'setpriv', 'runuser', 'man', 'npm']) {
+  for (const tool of ['dpkg-deb', 'dpkg-shlibdeps', 'apt-get', 'strip', 'lintian', 'setpriv', 'runuser', 'man', 'npm', 'systemd-analyze']) {
     if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) return { name, missing: `no ${tool} on PATH`, install };
   }
   if (!existsSync('/usr/share/bash-completion/bash_completion')) return { name, missing: 'no /usr/share/bash-completion/bash_completion', install };

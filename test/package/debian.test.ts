@@ -110,7 +110,7 @@ describe('Debian package: build, lintian, install, run as the unit, sign, remove
     }
   });
 
-  test('keygen as sello, then the unit\'s ExecStart as sello with its capability: port 587, signed, verified by dkimpy', { timeout: 180_000 }, async () => {
+  test('keygen as sello, then the unit\'s ExecStart as sello with its capability: port 587, signed (dkimpy verifies), ExecReload reloads', { timeout: 180_000 }, async () => {
     const selector = `pkg${randomInt(1_000_000)}`;
     const keygen = await run('runuser', ['-u', 'sello', '--', 'sello', 'keygen', 'example.com', '--selector', selector, '--keys-dir', '/var/lib/sello/keys', '--format', 'value'], { cwd: '/' });
     assert.equal(keygen.code, 0, keygen.stderr);
@@ -135,6 +135,9 @@ describe('Debian package: build, lintian, install, run as the unit, sign, remove
     assert.equal(asSello.stdout, `${CONFFILE}: OK (1 listener(s), 1 signing key(s))\n`, asSello.stderr);
 
     const unit: Unit = await readUnit(UNIT_FILE);
+    // systemd's own check of the installed unit (its ExecStart and ExecReload programs exist).
+    const verify = await run('systemd-analyze', ['verify', UNIT_FILE]);
+    assert.deepEqual([verify.code, verify.stderr], [0, ''], verify.stdout);
     assert.equal(serviceValue(unit, 'ExecStart'), '/usr/bin/sello serve --config /etc/sello/sello.yaml');
     assert.equal(serviceValue(unit, 'User'), 'sello');
     const started = startUnit(unit);
@@ -174,6 +177,14 @@ describe('Debian package: build, lintian, install, run as the unit, sign, remove
       [['example.com', selector, true, undefined]],
     );
     assert.match(stdout, /"msg":"transaction"/);
+
+    // systemctl reload: the unit's ExecReload with $MAINPID (sello's own process: the wrapper and
+    // setpriv exec) makes sello reload its config file.
+    const reload = serviceValue(unit, 'ExecReload').replace('$MAINPID', String(sello.pid)).split(' ');
+    assert.equal((await run(reload[0] as string, reload.slice(1))).code, 0);
+    const reloadDeadline = Date.now() + 30_000;
+    while (!stdout.includes('"msg":"config reloaded"') && Date.now() < reloadDeadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.match(stdout, /"msg":"config reloaded"/, stderr);
 
     // systemctl stop: SIGTERM, exit 0 within the unit's TimeoutStopSec.
     const exited = new Promise<number | null>((resolve) => sello?.once('exit', (code) => resolve(code)));

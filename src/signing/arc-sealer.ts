@@ -8,11 +8,11 @@
 
 import type { KeyObject } from 'node:crypto';
 import { createSeal, getARChain } from 'mailauth/lib/arc/index.js';
-import { dkimBody } from 'mailauth/lib/dkim/body/index.js';
 import { parseDkimHeaders, parseHeaders } from 'mailauth/lib/tools.js';
 import { DEFAULT_SIGNED_FIELDS } from '../config/schema.ts';
 import { ArcSealError } from '../errors.ts';
-import type { SplitMessage } from '../message/index.ts';
+import { relaxedBodyHash } from './dkim-signature.ts';
+import type { MessageToSign } from './signer.ts';
 
 /** What validating the chain as received gave (RFC 8617 §4.4 chain validation status). */
 export type ChainValidation = 'none' | 'pass' | 'fail';
@@ -99,7 +99,7 @@ export class ArcSealer {
    * Results field ("authserv-id; resinfo; …", RFC 8617 §4.1.1). Returns the fields to prepend,
    * or why none may be added; throws ArcSealError when mailauth cannot make the set.
    */
-  async seal(message: SplitMessage, validation: ChainValidation, authenticationResults: string): Promise<ArcSealResult> {
+  async seal(message: MessageToSign, validation: ChainValidation, authenticationResults: string): Promise<ArcSealResult> {
     try {
       return await this.#seal(message, validation, authenticationResults);
     } catch (error) {
@@ -110,7 +110,7 @@ export class ArcSealer {
     }
   }
 
-  async #seal(message: SplitMessage, validation: ChainValidation, authenticationResults: string): Promise<ArcSealResult> {
+  async #seal(message: MessageToSign, validation: ChainValidation, authenticationResults: string): Promise<ArcSealResult> {
     const { highest, newestCv } = arcPosition(message.header);
     // RFC 8617 §5.1: a chain whose newest ARC-Seal already says cv=fail has ended; the sealer
     // stops there and adds nothing.
@@ -124,9 +124,8 @@ export class ArcSealer {
     // validate, so cv=fail, and the seal covers only its own set (§5.1.2).
     const cv: ChainValidation = validation === 'none' && highest > 0 ? 'fail' : validation;
 
-    const bodyHasher = dkimBody('relaxed', 'sha256', false);
-    bodyHasher.update(message.body);
-    const bodyHash = bodyHasher.digest('base64');
+    // RFC 8617 §4.1.2: the AMS body hash, relaxed/SHA-256 like sello's DKIM signatures.
+    const bodyHash = relaxedBodyHash(message.body);
     const headers = parseHeaders(message.header);
     const described = `${this.selector}._domainkey.${this.domain}`;
 

@@ -108,6 +108,11 @@ export class SmtpDialog {
     this.#attach(secure);
   }
 
+  /** Drops the connection at once, mid-command or mid-DATA (a client that goes away). */
+  destroy(): void {
+    this.#socket.destroy();
+  }
+
   async close(): Promise<void> {
     if (!this.closed) {
       this.#socket.end('QUIT\r\n');

@@ -138,7 +138,7 @@ export class MessagePipeline {
       let signed: SigningResult;
       try {
         // Signing runs after the checks, so the signatures cover any header field they added.
-        signed = await this.#signer.sign({ header: add.length || remove.length ? header() : source.header, body: bodyHash() }, { requireSingleFrom: options.requireSingleFrom });
+        signed = await this.#signer.sign({ header: add.length || remove.length ? header() : source.header, body: bodyHash(), receivedFields: received }, { requireSingleFrom: options.requireSingleFrom });
       } catch (error) {
         if (error instanceof SigningError) {
           for (const failed of error.signatures) this.#metrics.signature(failed.domain, failed.selector, failed.algorithm, 'error');

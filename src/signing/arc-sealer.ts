@@ -52,10 +52,10 @@ const AMS_FIELDS = ['DKIM-Signature', ...DEFAULT_SIGNED_FIELDS];
  * that instance. Every ARC field with a usable i= counts, also one outside a valid chain, so a new
  * set never reuses an instance that is there (the same reading mailauth's createSeal checks).
  */
-export function arcPosition(header: Buffer): { highest: number; newestCv: string | undefined } {
+export function arcPosition(header: Buffer | ReturnType<typeof parseHeaders>): { highest: number; newestCv: string | undefined } {
   let highest = 0;
   let newestCv: string | undefined;
-  for (const row of parseHeaders(header).parsed) {
+  for (const row of (Buffer.isBuffer(header) ? parseHeaders(header) : header).parsed) {
     if (!ARC_FIELDS.has(row.key)) continue;
     let tags: Record<string, { value?: unknown } | undefined> | undefined;
     try {
@@ -111,7 +111,9 @@ export class ArcSealer {
   }
 
   async #seal(message: MessageToSign, validation: ChainValidation, authenticationResults: string): Promise<ArcSealResult> {
-    const { highest, newestCv } = arcPosition(message.header);
+    // Parsed once: the instance found here and the chain createSeal signs come from the same rows.
+    const headers = parseHeaders(message.header);
+    const { highest, newestCv } = arcPosition(headers);
     // RFC 8617 §5.1: a chain whose newest ARC-Seal already says cv=fail has ended; the sealer
     // stops there and adds nothing.
     if (newestCv === 'fail') return { sealed: false, reason: 'chain-already-failed', instance: highest };
@@ -126,7 +128,6 @@ export class ArcSealer {
 
     // RFC 8617 §4.1.2: the AMS body hash, relaxed/SHA-256 like sello's DKIM signatures.
     const bodyHash = relaxedBodyHash(message.body);
-    const headers = parseHeaders(message.header);
     const described = `${this.selector}._domainkey.${this.domain}`;
 
     let answer: Awaited<ReturnType<typeof createSeal>>;

@@ -5,7 +5,7 @@
 
 import type { SigningConfig } from '../config/schema.ts';
 import { SigningError } from '../errors.ts';
-import { singleFromAddress } from '../message/index.ts';
+import { singleFromAddress, type HeaderField } from '../message/index.ts';
 import { createSignatures, type BodyHash, type SigningKey } from './dkim-signature.ts';
 import type { KeyStore } from './key-store.ts';
 import type { SigningTable } from './table.ts';
@@ -24,6 +24,8 @@ export type SigningResult =
 export interface MessageToSign {
   header: Buffer;
   body: Buffer | BodyHash;
+  /** The fields of the header as received, when the caller split them already (the From is read from them). */
+  receivedFields?: readonly HeaderField[];
 }
 
 export interface SignerOptions {
@@ -48,7 +50,7 @@ export class Signer {
   async sign(message: MessageToSign, options: SignerOptions): Promise<SigningResult> {
     let fromDomain: string;
     try {
-      fromDomain = singleFromAddress(message.header).domain;
+      fromDomain = singleFromAddress(message.receivedFields ?? message.header).domain;
     } catch (error) {
       if (options.requireSingleFrom) throw error;
       return { signed: false, reason: 'from-not-single' };

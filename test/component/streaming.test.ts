@@ -4,13 +4,14 @@
 // every ending: delivered, refused, MTA failure, client gone mid-DATA.
 
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { startSello } from '../../src/app.ts';
 import { parseConfig } from '../../src/config/load.ts';
+import { ConfigError } from '../../src/errors.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { makeKeys, recordsResolver } from '../helpers/sello.ts';
 import { dotStuff, SmtpDialog } from '../helpers/smtp-dialog.ts';
@@ -162,4 +163,23 @@ test('the spill file is gone after a refusal (552 5.3.4 over limits.maxMessageSi
   });
   assert.equal(deferred, '451 4.3.0 Queue file write error');
   assert.deepEqual(await filesIn(sello.spillDirectory), []);
+});
+
+test('a data.spillDirectory that is not a directory stops start-up with a config error naming the key', async (t) => {
+  const { keysDir, sink } = await setup(t);
+  const notADirectory = path.join(await temporaryDirectory(t, 'sello-spill-bad-'), 'file');
+  await writeFile(notADirectory, 'not a directory');
+  const config = parseConfig({
+    hostname: 'sello.test',
+    listeners: [{ name: 'submission', role: 'submission', listen: '127.0.0.1:0', trustedNetworks: ['127.0.0.1/32'] }],
+    relay: { target: sink.url, starttls: 'never' },
+    signing: { keysDir, domains: { 'example.com': ['rsa1', 'ed1'] } },
+    data: { spillDirectory: notADirectory },
+  });
+  await assert.rejects(startSello(config, silentLogger()), (error: unknown) => {
+    assert.ok(error instanceof ConfigError, String(error));
+    assert.equal(error.path, 'data.spillDirectory');
+    assert.match(error.message, /^data\.spillDirectory: .* cannot be used for spill files: /);
+    return true;
+  });
 });

@@ -130,7 +130,11 @@ export class MessagePipeline {
       remove = inspected.remove;
     }
     // The header as it will leave, so far: what signing and sealing must cover.
-    const header = () => Buffer.from(add.join('') + withoutFields(received, remove).map((field) => field.raw).join(''), 'latin1');
+    // Without removals the received header is reused as bytes: no round trip through a string.
+    const header = () =>
+      remove.length === 0
+        ? Buffer.concat([Buffer.from(add.join(''), 'latin1'), source.header])
+        : Buffer.from(add.join('') + withoutFields(received, remove).map((field) => field.raw).join(''), 'latin1');
     let signing: PreparedMessage['signing'] = { signed: false, reason: 'listener-does-not-sign' };
     let signingMs: number | undefined;
     if (options.signs) {

@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { Replies, SmtpReplyError, type SmtpReply } from '../errors.ts';
-import { spillDirectoryReady, spillFileName } from './spill-directory.ts';
+import { forgetSpillDirectory, spillDirectoryReady, spillFileName } from './spill-directory.ts';
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -329,7 +329,13 @@ export class MessageSink implements MessageSource {
     await spillDirectoryReady(directory);
     const spillPath = `${directory}/${spillFileName(randomBytes(8).toString('hex'))}`;
     // 'wx+': O_CREAT | O_EXCL (never an existing file or a planted symlink), read and write; 0600.
-    this.#spillFile = await open(spillPath, 'wx+', 0o600);
+    this.#spillFile = await open(spillPath, 'wx+', 0o600).catch(async (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw error;
+      // The directory was removed since it was checked (a /tmp cleaner): made again, once.
+      forgetSpillDirectory(directory);
+      await spillDirectoryReady(directory);
+      return open(spillPath, 'wx+', 0o600);
+    });
     this.#spillPath = spillPath;
     const held = this.#rest;
     this.#rest = [];

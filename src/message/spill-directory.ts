@@ -38,6 +38,11 @@ export function spillDirectoryReady(directory: string): Promise<void> {
   return check;
 }
 
+/** The directory went away after it was checked (a /tmp cleaner removed it): check it afresh next time. */
+export function forgetSpillDirectory(directory: string): void {
+  ready.delete(directory);
+}
+
 async function makePrivate(directory: string): Promise<void> {
   await mkdir(directory, { recursive: true, mode: directoryMode });
   const status = await lstat(directory);

@@ -168,3 +168,17 @@ test('at start-up, spill files of processes that are gone are removed; a live pr
   assert.deepEqual((await readdir(directory)).sort(), [path.basename(sink.spillPath as string), 'unrelated.txt'].sort());
   await sink.dispose();
 });
+
+test('a spill directory removed while sello runs (a /tmp cleaner) is made again for the next spill', async (t) => {
+  const directory = await spillDirectory(t);
+  const first = new MessageSink(sinkOptions(directory, { spillThreshold: 10 }));
+  await first.write(Buffer.from('A: 1\r\n\r\n0123456789abcdef\r\n'));
+  assert.ok(first.spilled);
+  await first.dispose();
+  await rm(directory, { recursive: true });
+  const second = new MessageSink(sinkOptions(directory, { spillThreshold: 10 }));
+  await second.write(Buffer.from('A: 1\r\n\r\n0123456789abcdef\r\n'));
+  assert.ok(second.spilled);
+  assert.equal((await stat(directory)).mode & 0o777, 0o700);
+  await second.dispose();
+});

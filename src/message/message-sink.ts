@@ -149,6 +149,7 @@ export class MessageSink implements MessageSource {
   #refusal: { reply: SmtpReply; reason: string } | undefined;
   #finished = false;
   #disposed = false;
+  #disposal: Promise<void> | undefined;
   /** Header phase: what came so far, until the empty line (bounded by maxHeaderSize). */
   #headerPieces: Buffer[] = [];
   #headerPiecesLength = 0;
@@ -245,14 +246,18 @@ export class MessageSink implements MessageSource {
     }
   }
 
-  /** Drops the message: aborts observers still waiting, closes and removes the spill file. Idempotent. */
-  async dispose(): Promise<void> {
-    if (this.#disposed) return;
+  /**
+   * Drops the message: aborts observers still waiting, closes and removes the spill file.
+   * Idempotent: every call resolves once the file is gone, whoever called first.
+   */
+  dispose(): Promise<void> {
+    if (this.#disposal) return this.#disposal;
     this.#disposed = true;
     if (!this.#finished) for (const observer of [...this.#messageObservers, ...this.#bodyObservers]) observer.abort();
     this.#headerPieces = [];
     this.#rest = [];
-    await this.#removeSpillFile();
+    this.#disposal = this.#removeSpillFile();
+    return this.#disposal;
   }
 
   /** Refuses at the end of DATA; what came so far is dropped, what comes after is only counted. */

@@ -182,3 +182,15 @@ test('a spill directory removed while sello runs (a /tmp cleaner) is made again 
   assert.equal((await stat(directory)).mode & 0o777, 0o700);
   await second.dispose();
 });
+
+test('dispose() called twice at once (engine and listener): the second call too resolves only once the file is gone', async (t) => {
+  const directory = await spillDirectory(t);
+  for (let round = 0; round < 20; round++) {
+    const sink = new MessageSink(sinkOptions(directory, { spillThreshold: 10 }));
+    await sink.write(Buffer.from('A: 1\r\n\r\n0123456789abcdef\r\n'));
+    assert.ok(sink.spilled);
+    void sink.dispose();
+    await sink.dispose();
+    assert.deepEqual(await readdir(directory), [], `round ${round}`);
+  }
+});

@@ -11,6 +11,7 @@ import { ConfigError } from './errors.ts';
 import { cachedReadiness, startOperationsEndpoint, type OperationsEndpoint, type ReadinessCheck, type ReadinessReport } from './observability/http.ts';
 import type { Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
+import { removeLeftoverSpillFiles, spillDirectoryOf } from './message/index.ts';
 import { InboundChecks, MessagePipeline, TransactionEngine, type Engine, type FrontEnd } from './pipeline/index.ts';
 import { createRelayTarget, mtaSeesRealClient } from './relay/index.ts';
 import type { RelayTarget } from './relay/types.ts';
@@ -264,11 +265,24 @@ async function closeRelayTargets(retired: Generation): Promise<void> {
   await Promise.all([...new Set(retired.listeners.map((plan) => plan.relay))].map((relay) => relay.close?.()));
 }
 
+/** Spill files of a process that crashed mid-DATA are removed at start-up (docs/performance.md "Memory"). */
+async function cleanSpillDirectory(config: Config, logger: Logger): Promise<void> {
+  const directory = spillDirectoryOf(config.data.spillDirectory);
+  let removed: number;
+  try {
+    removed = await removeLeftoverSpillFiles(directory);
+  } catch (error) {
+    throw new ConfigError('data.spillDirectory', `${directory} cannot be used for spill files: ${(error as Error).message}`);
+  }
+  if (removed > 0) logger.info({ directory, removed }, 'removed spill files left by a process that stopped mid-message');
+}
+
 export async function startSello(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningSello> {
   const metrics = options.metrics ?? createMetrics();
   /** Key rotation promotions this process could not write to rotation.yaml (docs/rotation.md). */
   const heldPromotions: HeldPromotions = new Map();
   let generation = await prepareGeneration(config, metrics, new Map(), logger, options.now, options.selfSignedTls, heldPromotions);
+  await cleanSpillDirectory(config, logger);
   let active = new Map<string, ActiveListener>();
   /** Listeners replaced by a reload, still finishing their sessions. */
   const retiring = new Map<Listener, Promise<void>>();

@@ -2,6 +2,7 @@
 // Owns: turning mailauth's loose result into DkimVerification. Must not: decide anything, or
 // verify SPF (it is evaluated once, at MAIL FROM, by checks/spf.ts).
 
+import { PassThrough, type Readable } from 'node:stream';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import type { ParsedHeaderRow } from 'mailauth/lib/tools.js';
 import type { DnsResolve } from '../dns/types.ts';
@@ -48,8 +49,12 @@ function remapResult(result: string, comment: string | undefined, info: string):
   return { result, info };
 }
 
-export async function verifyDkim(message: Buffer, resolver: DnsResolve, now?: Date): Promise<DkimVerification> {
-  const result = await dkimVerify(message, { resolver: resolver as never, ...(now ? { curTime: now } : {}) });
+/**
+ * `message` whole, or as a stream (mailauth reads the header, then hashes the body for every
+ * signature and ARC-Message-Signature as it passes; the DNS lookups come at its end).
+ */
+export async function verifyDkim(message: Buffer | Readable, resolver: DnsResolve, now?: Date): Promise<DkimVerification> {
+  const result = await dkimVerify(message as Buffer, { resolver: resolver as never, ...(now ? { curTime: now } : {}) });
   return {
     signatures: (result.results ?? [])
       .filter((entry) => entry.signingDomain)
@@ -65,5 +70,52 @@ export async function verifyDkim(message: Buffer, resolver: DnsResolve, now?: Da
       mailauth: (result as unknown as { arc?: unknown }).arc,
       headerFields: (result as unknown as { headers?: { parsed?: ParsedHeaderRow[] } }).headers?.parsed ?? [],
     },
+  };
+}
+
+/** A DKIM (and ARC chain) verification fed while the message streams in. */
+export interface StreamingDkimVerification {
+  /** The next message bytes (CRLF line endings); the promise holds the sender back while the verifier catches up. */
+  write(chunk: Buffer): void | Promise<void>;
+  /** The message is complete: `result` settles once the signatures are checked. */
+  end(): void;
+  /** The message was refused or abandoned: `result` rejects, and nobody needs to await it. */
+  abort(): void;
+  readonly result: Promise<DkimVerification>;
+}
+
+/** Starts verifyDkim on a message that is still arriving. */
+export function startDkimVerification(resolver: DnsResolve, now?: Date): StreamingDkimVerification {
+  const input = new PassThrough();
+  const result = verifyDkim(input, resolver, now);
+  let settled = false;
+  // A verifier that failed or was aborted takes no more bytes (and must not stall the sender).
+  result.then(
+    () => (settled = true),
+    () => {
+      settled = true;
+      input.destroy();
+    },
+  );
+  return {
+    write(chunk) {
+      if (settled || input.destroyed || input.write(chunk)) return;
+      return new Promise<void>((resolve) => {
+        const done = () => {
+          input.off('drain', done);
+          input.off('close', done);
+          resolve();
+        };
+        input.once('drain', done);
+        input.once('close', done);
+      });
+    },
+    end() {
+      if (!input.destroyed) input.end();
+    },
+    abort() {
+      if (!input.destroyed) input.destroy(new Error('message abandoned before its end'));
+    },
+    result,
   };
 }

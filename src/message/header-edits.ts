@@ -3,6 +3,8 @@
 // (the way the milter's change-header action counts them), and applying edits to a message for a
 // front end that relays bytes. Must not: decide what is added or removed (pipeline/ does).
 
+import type { MessageSource } from './message-sink.ts';
+
 /** One header field as received: its name, and its bytes (with the CRLFs of its folded lines). */
 export interface HeaderField {
   name: string;
@@ -73,4 +75,15 @@ export function applyHeaderEdits(message: Buffer, header: Buffer, edits: { add: 
   if (edits.remove.length === 0) return [...added, message];
   const kept = withoutFields(headerFields(header.toString('latin1')), edits.remove);
   return [...added, Buffer.from(kept.map((field) => field.raw).join(''), 'latin1'), message.subarray(header.length)];
+}
+
+/**
+ * applyHeaderEdits for a received message source: the added fields, the header less the removed
+ * fields, then the rest as it is read (from memory or the spill file), chunk by chunk.
+ */
+export async function* editedMessage(source: MessageSource, edits: { add: readonly string[]; remove: readonly FieldReference[] }): AsyncGenerator<Buffer> {
+  if (edits.add.length > 0) yield Buffer.from(edits.add.join(''), 'latin1');
+  if (edits.remove.length === 0) yield source.header;
+  else yield Buffer.from(withoutFields(headerFields(source.header.toString('latin1')), edits.remove).map((field) => field.raw).join(''), 'latin1');
+  yield* source.rest();
 }

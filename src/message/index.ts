@@ -5,3 +5,5 @@
 
 export * from './message.ts';
 export * from './header-edits.ts';
+export * from './message-sink.ts';
+export * from './spill-directory.ts';

@@ -4,6 +4,7 @@
 
 import addressparser from 'nodemailer/lib/addressparser';
 import { Replies, SmtpReplyError } from '../errors.ts';
+import type { HeaderField } from './header-edits.ts';
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -93,12 +94,29 @@ export function headerValues(header: Buffer, name: string): string[] {
 }
 
 /**
+ * headerValues over fields already split (headerFields), so the header is not parsed again: the
+ * values of the fields named `name`, unfolded. A line starting with WSP is no field of its own.
+ */
+export function fieldValues(fields: readonly HeaderField[], name: string): string[] {
+  const wanted = name.toLowerCase();
+  const values: string[] = [];
+  for (const field of fields) {
+    // As headerValues reads lines: the colon on the field's first line, after at least one octet.
+    const colon = field.raw.indexOf(':');
+    if (colon <= 0 || colon > field.raw.indexOf('\r\n') || /^[ \t]/.test(field.raw) || field.name.toLowerCase() !== wanted) continue;
+    values.push(field.raw.slice(colon + 1).replace(/\r\n/g, '').trim());
+  }
+  return values;
+}
+
+/**
  * The single author address of the message, or the reply that refuses it. RFC 5322 §3.6 allows
  * exactly one From field; DMARC (RFC 7489 §6.6.1) cannot evaluate several From addresses, and
- * sello signs with d= aligned to the From domain, so submission requires exactly one.
+ * sello signs with d= aligned to the From domain, so submission requires exactly one. Takes the
+ * header section, or its fields when the pipeline has split them already.
  */
-export function singleFromAddress(header: Buffer): { address: string; domain: string } {
-  const fields = headerValues(header, 'From');
+export function singleFromAddress(header: Buffer | readonly HeaderField[]): { address: string; domain: string } {
+  const fields = Buffer.isBuffer(header) ? headerValues(header, 'From') : fieldValues(header, 'From');
   if (fields.length === 0) throw new SmtpReplyError(Replies.fromMissing);
   if (fields.length > 1) throw new SmtpReplyError(Replies.fromMultiple);
   const parsed = addressparser(Buffer.from(fields[0] as string, 'latin1').toString('utf8'));

@@ -7,12 +7,13 @@
 import type { Config } from '../config/schema.ts';
 import { Replies, SmtpReplyError, formatReply, type SmtpReply } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
+import { MessageSink, messageBytes, spillDirectoryOf, type MessageSource } from '../message/index.ts';
 import type { Metrics, TransactionOutcome } from '../observability/metrics.ts';
 import { DECISION_RECORD_VERSION, type DecisionRecord } from './decision-record.ts';
 import type { InboundChecks, SpfEvaluation } from './inbound.ts';
 import { isExemptRecipient, spfDecision } from './policy.ts';
 import type { ClientFacts, DeliveryReport, EndVerdict, Engine, EngineSession, FrontEnd, Verdict } from './session.ts';
-import type { MessagePipeline, PreparedMessage } from './transaction.ts';
+import type { MessagePipeline, PipelineOptions, PreparedMessage, StreamedWork } from './transaction.ts';
 
 export interface EngineDependencies {
   config: Config;
@@ -54,6 +55,8 @@ interface Transaction {
   spf?: SpfEvaluation;
   /** What end() prepared (signing result for the unsigned counter once relayed). */
   prepared?: PreparedMessage;
+  /** The sink of this transaction's message and what the pipeline attached to it (receive()). */
+  receiving?: { sink: MessageSink; work: StreamedWork };
 }
 
 class Session implements EngineSession {
@@ -171,17 +174,53 @@ class Session implements EngineSession {
     record.refusedRecipients.push(code);
   }
 
-  async end(data: Buffer): Promise<EndVerdict> {
+  #pipelineOptions(transaction: Transaction): PipelineOptions {
+    const { client } = transaction;
+    return {
+      signs: this.#signs(client),
+      requireSingleFrom: this.#frontEnd.role === 'submission',
+      ...(transaction.inspects ? { check: { clientIp: client.address, spf: transaction.spf } } : {}),
+    };
+  }
+
+  receive(): MessageSink {
+    return this.#receive(true);
+  }
+
+  /** A sink for this transaction's message; `spills`: past data.spillThreshold the body goes to a file. */
+  #receive(spills: boolean): MessageSink {
+    const { config, pipeline } = this.#deps;
+    const sink = new MessageSink({
+      maxMessageSize: config.limits.maxMessageSize,
+      maxHeaderSize: config.limits.maxHeaderSize,
+      bareLineEndings: config.data.bareLineEndings,
+      spillThreshold: spills ? config.data.spillThreshold : Number.POSITIVE_INFINITY,
+      spillDirectory: spillDirectoryOf(config.data.spillDirectory),
+    });
+    const transaction = this.#transaction;
+    if (transaction) {
+      void transaction.receiving?.sink.dispose();
+      transaction.receiving = { sink, work: pipeline.observe(sink, this.#pipelineOptions(transaction)) };
+    }
+    return sink;
+  }
+
+  end(message: Buffer): Promise<EndVerdict>;
+  end(message: MessageSink): Promise<EndVerdict<MessageSource>>;
+  async end(message: Buffer | MessageSink): Promise<EndVerdict | EndVerdict<MessageSource>> {
     const transaction = this.#transaction;
     if (!transaction) return refusal(Replies.localError);
     const { client, record } = transaction;
+    const whole = Buffer.isBuffer(message);
+    // A whole message goes through the same sink, in memory (it is in memory already).
+    const sink = whole ? this.#receive(false) : message;
+    const receiving = transaction.receiving;
+    if (!receiving || receiving.sink !== sink) throw new Error('end(sink): the sink must come from this transaction\'s receive()');
     let prepared: PreparedMessage;
     try {
-      prepared = await this.#deps.pipeline.process(data, {
-        signs: this.#signs(client),
-        requireSingleFrom: this.#frontEnd.role === 'submission',
-        ...(transaction.inspects ? { check: { clientIp: client.address, spf: transaction.spf } } : {}),
-      });
+      if (whole) await sink.write(message);
+      const source = await sink.finish();
+      prepared = await this.#deps.pipeline.process(source, this.#pipelineOptions(transaction), receiving.work);
     } catch (error) {
       if (error instanceof SmtpReplyError) {
         this.failed(error.reply, error.message);
@@ -211,7 +250,11 @@ class Session implements EngineSession {
       record.unsigned = prepared.signing.reason;
       if ('fromDomain' in prepared.signing && prepared.signing.fromDomain) record.unsignedFromDomain = prepared.signing.fromDomain;
     }
-    return { action: 'accept', edits: prepared.edits, message: prepared.message, record, ...(prepared.inbound ? { inbound: prepared.inbound } : {}) };
+    const verdict = { action: 'accept' as const, edits: prepared.edits, record, ...(prepared.inbound ? { inbound: prepared.inbound } : {}) };
+    if (!whole) return { ...verdict, message: prepared.source };
+    const bytes = await messageBytes(prepared.source);
+    await sink.dispose();
+    return { ...verdict, message: bytes };
   }
 
   delivered(report: DeliveryReport): void {
@@ -241,6 +284,7 @@ class Session implements EngineSession {
     const transaction = this.#transaction;
     if (!transaction) return;
     this.#transaction = undefined;
+    void transaction.receiving?.sink.dispose();
     const { record } = transaction;
     const refused = record.refusedRecipients;
     record.outcome = record.recipients === 0 && refused.length > 0 ? (refused.some((code) => code >= 500) ? 'rejected' : 'deferred') : 'abandoned';
@@ -265,6 +309,8 @@ class Session implements EngineSession {
 
   #finish(transaction: Transaction, outcome: TransactionOutcome): void {
     this.#transaction = undefined;
+    // The message's spill file goes with its transaction (the front end disposes it too).
+    void transaction.receiving?.sink.dispose();
     const totalMs = performance.now() - transaction.started;
     transaction.record.outcome = outcome;
     transaction.record.durations.totalMs = Math.round(totalMs);

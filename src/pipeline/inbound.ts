@@ -3,7 +3,7 @@
 // Owns: the order of checks and what each needs. Must not: decide (policy.ts) or speak SMTP.
 
 import { verifyArc } from '../checks/arc.ts';
-import { verifyDkim } from '../checks/dkim-verify.ts';
+import { startDkimVerification, type DkimVerification, type StreamingDkimVerification } from '../checks/dkim-verify.ts';
 import { evaluateDmarcPolicy } from '../checks/dmarc.ts';
 import { checkSpf } from '../checks/spf.ts';
 import type { SpfOutcome } from '../checks/types.ts';
@@ -52,9 +52,14 @@ export class InboundChecks {
     return { decisive: heloDecides ? heloOutcome : mailFromOutcome, all: [heloOutcome, mailFromOutcome] };
   }
 
-  /** After DATA: verify the message as received, then build our header fields. */
-  async inspect(fields: readonly HeaderField[], message: Buffer, spf: SpfEvaluation | undefined, clientIp: string): Promise<InboundMessage> {
-    const dkim = await verifyDkim(message, this.#resolver);
+  /** At DATA: DKIM signatures and ARC-Message-Signatures are hashed as the message streams in. */
+  startVerification(): StreamingDkimVerification {
+    return startDkimVerification(this.#resolver);
+  }
+
+  /** After DATA: the verification of the message as received (startVerification), then our header fields. */
+  async inspect(fields: readonly HeaderField[], verification: Promise<DkimVerification>, spf: SpfEvaluation | undefined, clientIp: string): Promise<InboundMessage> {
+    const dkim = await verification;
     const arc = await verifyArc(dkim.arcChain, this.#resolver, clientIp);
     const dmarc = await evaluateDmarcPolicy(dkim, spf?.all.find((outcome) => outcome.identity === 'mailfrom'), arc, this.#resolver);
     const results: InboundResults = { spf: spf?.all ?? [], dkim, arc, ...(dmarc ? { dmarc } : {}) };

@@ -5,12 +5,14 @@
 //
 // A front end translates its protocol into these calls in this order, per transaction:
 //   mail(from, client) → rcpt(to)… [recipientRefused(code)…] → end(message) → delivered(…) | failed(…)
-// and abort() whenever a transaction stops before its end (RSET, a new MAIL, QUIT, disconnect).
+// where a streaming front end takes a sink with receive() at DATA, writes the message into it as
+// it arrives and passes the sink to end(); and abort() whenever a transaction stops before its end (RSET, a new MAIL, QUIT, disconnect).
 // Every decision (SPF at MAIL and RCPT, the recipient policy, DMARC, the signing decision, the
 // From rule) and the decision record belong to the engine; the front end only carries replies and
 // edits back into its protocol.
 
 import type { SmtpReply } from '../errors.ts';
+import type { MessageSink, MessageSource } from '../message/index.ts';
 import type { InboundResults } from './authentication-results.ts';
 import type { DecisionRecord } from './decision-record.ts';
 
@@ -70,16 +72,17 @@ export interface HeaderEdits {
   remove: { name: string; index: number }[];
 }
 
-/** The engine's answer at the end of the message. */
-export type EndVerdict =
+/** The engine's answer at the end of the message (`Message`: a Buffer for end(Buffer), the source for end(sink)). */
+export type EndVerdict<Message extends Buffer | MessageSource = Buffer> =
   | {
       action: 'accept';
       edits: HeaderEdits;
       /**
        * The message as received with CRLF line endings (data.bareLineEndings applied): the bytes the
        * edits apply to and the signatures cover. Identical to the input when it had only CRLF.
+       * From end(sink): the sink itself, read from memory or its spill file (editedMessage).
        */
-      message: Buffer;
+      message: Message;
       /** The decision record so far (signatures made or why none, check results); delivery comes later. */
       record: Readonly<DecisionRecord>;
       /** What the inbound checks found, when they ran (sello verify prints it). */
@@ -119,10 +122,18 @@ export interface EngineSession {
   /** The downstream MTA refused a recipient the engine accepted (its reply code goes into the record). */
   recipientRefused(code: number): void;
   /**
+   * Start of data, for a front end that streams: a sink to write the message into as it arrives
+   * (line endings, limits, spilling, body hash and verification happen as it passes). Pass it to
+   * end(); dispose() it on every path (the engine also does when the transaction ends).
+   */
+  receive(): MessageSink;
+  /**
    * End of data: line endings, limits, inbound checks (DKIM, ARC, DMARC), policy, then the header
    * fields to add (Authentication-Results, Received-SPF, DKIM-Signature, ARC set) and remove.
+   * Takes the whole message, or the sink receive() gave (with the whole message written to it).
    */
   end(message: Buffer): Promise<EndVerdict>;
+  end(message: MessageSink): Promise<EndVerdict<MessageSource>>;
   /** The accepted message was handed on: writes the decision record (outcome relayed, or per the code). */
   delivered(report: DeliveryReport): void;
   /** The transaction failed after end() or during delivery with `reply` (sent to the client); writes the record. */

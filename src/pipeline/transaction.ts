@@ -1,6 +1,8 @@
-// One message through the pipeline: line endings → limits → checks → modifiers (DKIM signing,
-// then ARC sealing last) → header edits (fields to add, forged fields to remove), never rewritten
-// bytes. Owns: the order of steps, and what a signing or sealing failure does to the message.
+// One message through the pipeline: what is computed while it streams in (body hash, DKIM and
+// ARC verification: observe), then checks → modifiers (DKIM signing, then ARC sealing last) →
+// header edits (fields to add, forged fields to remove), never rewritten bytes. Line endings and
+// limits were applied as it arrived (message/message-sink.ts).
+// Owns: the order of steps, and what a signing or sealing failure does to the message.
 // Must not: speak SMTP (smtp/) or deliver (relay/); it throws SmtpReplyError to refuse. The
 // engine (engine.ts) decides whether a message is checked or signed and keeps the record.
 
@@ -8,8 +10,10 @@ import type { Config } from '../config/schema.ts';
 import { ArcSealError, Replies, SigningError, SmtpReplyError } from '../errors.ts';
 import { createMetrics, type Metrics } from '../observability/metrics.ts';
 import type { ArcSealer, ChainValidation } from '../signing/arc-sealer.ts';
-import type { Signer, SigningResult } from '../signing/signer.ts';
-import { headerFields, prepareMessage, splitFieldLines, splitMessage, withoutFields, type FieldReference } from '../message/index.ts';
+import { RelaxedBodyHasher } from '../signing/dkim-signature.ts';
+import type { MessageToSign, Signer, SigningResult } from '../signing/signer.ts';
+import type { StreamingDkimVerification } from '../checks/dkim-verify.ts';
+import { headerFields, splitFieldLines, withoutFields, type FieldReference, type MessageSink, type MessageSource } from '../message/index.ts';
 import type { InboundResults } from './authentication-results.ts';
 import type { InboundChecks, SpfEvaluation } from './inbound.ts';
 import { dmarcDecision } from './policy.ts';
@@ -24,9 +28,7 @@ export type ArcSealOutcome =
 
 export interface PreparedMessage {
   /** The message as received with CRLF line endings: the bytes the edits apply to. */
-  message: Buffer;
-  /** Its header section (a prefix of `message`, without the empty line). */
-  header: Buffer;
+  source: MessageSource;
   /** Fields to add at the top (ARC set, DKIM-Signature, Authentication-Results, Received-SPF) and to remove. */
   edits: HeaderEdits;
   /** Octets of the message as it leaves, edits applied. */
@@ -47,6 +49,14 @@ export interface PipelineOptions {
   requireSingleFrom: boolean;
   /** Run the inbound checks (mx for untrusted clients; a filter with verify: true; a verifying milter). */
   check?: { clientIp: string; spf: SpfEvaluation | undefined };
+}
+
+/** What observe() set up to run while the message streams in; process() collects it. */
+export interface StreamedWork {
+  /** The relaxed/SHA-256 body hash, for signing and ARC sealing. */
+  bodyHasher?: RelaxedBodyHasher;
+  /** DKIM signatures and the ARC chain, verified as the message arrives. */
+  verification?: StreamingDkimVerification;
 }
 
 export class MessagePipeline {
@@ -70,14 +80,37 @@ export class MessagePipeline {
   }
 
   /**
-   * One message: line endings → limits → checks → DKIM signing → ARC sealing, as header edits.
-   * Throws SmtpReplyError to refuse (line endings, header size, DMARC policy, From rule, signing).
+   * At the start of DATA: attaches to `sink` what must see the message as it arrives — the body
+   * hash when it may be signed or sealed, the DKIM/ARC verifier when the checks run — so nothing
+   * has to read it again at its end.
    */
-  async process(data: Buffer, options: PipelineOptions): Promise<PreparedMessage> {
-    const message = prepareMessage(data, this.#config.data.bareLineEndings);
-    const split = splitMessage(message);
-    if (split.header.length > this.#config.limits.maxHeaderSize) throw new SmtpReplyError(Replies.headerTooLarge);
-    const received = headerFields(split.header.toString('latin1'));
+  observe(sink: MessageSink, options: PipelineOptions): StreamedWork {
+    const work: StreamedWork = {};
+    if (options.signs || (this.#sealer && options.check)) {
+      const hasher = new RelaxedBodyHasher();
+      sink.observeBody({ write: (chunk) => hasher.update(chunk), end: () => undefined, abort: () => undefined });
+      work.bodyHasher = hasher;
+    }
+    if (options.check) {
+      if (!this.#inbound) throw new Error('a verifying listener needs the inbound checks');
+      const verification = this.#inbound.startVerification();
+      sink.observeMessage(verification);
+      work.verification = verification;
+    }
+    return work;
+  }
+
+  /**
+   * One received message (`work` is what observe() attached to its sink): checks → DKIM signing
+   * → ARC sealing, as header edits. Throws SmtpReplyError to refuse (DMARC policy, From rule,
+   * signing).
+   */
+  async process(source: MessageSource, options: PipelineOptions, work: StreamedWork): Promise<PreparedMessage> {
+    const received = headerFields(source.header.toString('latin1'));
+    const bodyHash = () => {
+      if (!work.bodyHasher) throw new Error('the body hash was not observed for a message that is signed or sealed');
+      return work.bodyHasher.digest();
+    };
 
     // Topmost first; each step puts its fields above what is there, as an MTA prepends trace fields.
     let add: string[] = [];
@@ -86,7 +119,8 @@ export class MessagePipeline {
     let authenticationResults: string | undefined;
     if (options.check) {
       if (!this.#inbound) throw new Error('a verifying listener needs the inbound checks');
-      const inspected = await this.#inbound.inspect(received, message, options.check.spf, options.check.clientIp);
+      if (!work.verification) throw new Error('the message was not observed by the DKIM verifier');
+      const inspected = await this.#inbound.inspect(received, work.verification.result, options.check.spf, options.check.clientIp);
       inbound = inspected.results;
       authenticationResults = inspected.authenticationResults;
       this.#countVerifications(inbound);
@@ -96,7 +130,11 @@ export class MessagePipeline {
       remove = inspected.remove;
     }
     // The header as it will leave, so far: what signing and sealing must cover.
-    const header = () => Buffer.from(add.join('') + withoutFields(received, remove).map((field) => field.raw).join(''), 'latin1');
+    // Without removals the received header is reused as bytes: no round trip through a string.
+    const header = () =>
+      remove.length === 0
+        ? Buffer.concat([Buffer.from(add.join(''), 'latin1'), source.header])
+        : Buffer.from(add.join('') + withoutFields(received, remove).map((field) => field.raw).join(''), 'latin1');
     let signing: PreparedMessage['signing'] = { signed: false, reason: 'listener-does-not-sign' };
     let signingMs: number | undefined;
     if (options.signs) {
@@ -104,7 +142,7 @@ export class MessagePipeline {
       let signed: SigningResult;
       try {
         // Signing runs after the checks, so the signatures cover any header field they added.
-        signed = await this.#signer.sign({ header: add.length || remove.length ? header() : split.header, body: split.body }, { requireSingleFrom: options.requireSingleFrom });
+        signed = await this.#signer.sign({ header: add.length || remove.length ? header() : source.header, body: bodyHash(), receivedFields: received }, { requireSingleFrom: options.requireSingleFrom });
       } catch (error) {
         if (error instanceof SigningError) {
           for (const failed of error.signatures) this.#metrics.signature(failed.domain, failed.selector, failed.algorithm, 'error');
@@ -125,16 +163,15 @@ export class MessagePipeline {
     if (this.#sealer && inbound && authenticationResults !== undefined) {
       // Sealing runs last: RFC 8617 §5.1 (step 1) has every modification, DKIM-Signature fields
       // included, made before sealing, so the set describes the message exactly as it leaves.
-      const sealed = await this.#seal(this.#sealer, { header: header(), body: split.body }, inbound, authenticationResults);
+      const sealed = await this.#seal(this.#sealer, { header: header(), body: bodyHash() }, inbound, authenticationResults);
       arcSeal = sealed.outcome;
       if (sealed.headerLines) add = [...splitFieldLines(sealed.headerLines), ...add];
     }
-    const removedOctets = remove.length ? split.header.length - withoutFields(received, remove).reduce((total, field) => total + field.raw.length, 0) : 0;
+    const removedOctets = remove.length ? source.header.length - withoutFields(received, remove).reduce((total, field) => total + field.raw.length, 0) : 0;
     return {
-      message,
-      header: split.header,
+      source,
       edits: { add, remove },
-      size: message.length - removedOctets + add.reduce((total, field) => total + field.length, 0),
+      size: source.size - removedOctets + add.reduce((total, field) => total + field.length, 0),
       signing,
       ...(signingMs !== undefined ? { signingMs } : {}),
       ...(inbound ? { inbound } : {}),
@@ -147,7 +184,7 @@ export class MessagePipeline {
    * and reported for the log, never deferred: the seal is an annotation for later hops, and a
    * message without it is exactly what they would get if sealing were off (README, ARC sealing).
    */
-  async #seal(sealer: ArcSealer, message: { header: Buffer; body: Buffer }, inbound: InboundResults, authenticationResults: string): Promise<{ outcome: ArcSealOutcome; headerLines?: string }> {
+  async #seal(sealer: ArcSealer, message: MessageToSign, inbound: InboundResults, authenticationResults: string): Promise<{ outcome: ArcSealOutcome; headerLines?: string }> {
     // The chain as received, as checks/arc.ts validated it (RFC 8617 §4.4); an unknown word from
     // the library is not a chain that passed.
     const reported = inbound.arc?.result;

@@ -9,12 +9,13 @@ import { constants } from 'node:fs';
 import { access, chmod, mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError, Replies, SmtpReplyError, reply, type SmtpReply } from '../errors.ts';
-import { findBareLineEnding } from './dot-stuffing.ts';
+import { BareLineEndingScanner, findBareLineEnding } from './dot-stuffing.ts';
 import type {
   ClientIdentity,
   Credentials,
   DataReply,
   MailParameters,
+  MessageBody,
   RecipientParameters,
   RelaySession,
   RelayTarget,
@@ -68,7 +69,7 @@ async function ensureDirectory(directory: string): Promise<void> {
  * <unique>.eml and fsyncs the directory so the rename survives a crash. Readers that glob
  * *.eml never see a partial message. Returns the file name.
  */
-export async function writeMessageFile(directory: string, content: readonly Buffer[]): Promise<string> {
+export async function writeMessageFile(directory: string, content: readonly Buffer[] | AsyncIterable<Buffer>): Promise<string> {
   await ensureDirectory(directory);
   const unique = `${Date.now()}.${process.pid}.${randomBytes(8).toString('hex')}`;
   const temporaryPath = path.join(directory, `.${unique}.tmp`);
@@ -129,21 +130,20 @@ class DirSession implements RelaySession {
   }
 
   /** 250 only once the file is durably in place; a failed write is 451 4.3.0 so the client retries. */
-  async data(chunks: readonly Buffer[]): Promise<DataReply> {
-    // Same contract as the SMTP client: CRLF-only input, whatever the target.
-    const bareAt = findBareLineEnding(chunks);
-    if (bareAt !== -1) {
-      throw new SmtpReplyError(Replies.bareLineEnding, `message has a bare CR or LF at byte ${bareAt}; not written`);
-    }
+  async data(chunks: MessageBody): Promise<DataReply> {
+    // Same contract as the SMTP client: CRLF-only input, whatever the target. An array is checked
+    // before anything is written; streamed chunks as they are written (the file is then removed).
+    if (Array.isArray(chunks)) refuseBareLineEnding(findBareLineEnding(chunks as readonly Buffer[]));
     if (this.sender === undefined) return noSender;
     if (this.recipients.length === 0) return Replies.noValidRecipients;
     const header = envelopeHeader(this.sender, this.recipients);
     this.sender = undefined;
     this.recipients = [];
     try {
-      const fileName = await writeMessageFile(this.directory, [header, ...chunks]);
+      const fileName = await writeMessageFile(this.directory, Array.isArray(chunks) ? [header, ...(chunks as readonly Buffer[])] : checkedWithHeader(header, chunks as AsyncIterable<Buffer>));
       return { ...reply(250, '2.0.0', `OK saved as ${fileName}`), queueId: fileName };
     } catch (error) {
+      if (error instanceof SmtpReplyError) throw error;
       this.onWriteError?.(error);
       return Replies.localError;
     }
@@ -157,6 +157,21 @@ class DirSession implements RelaySession {
   async close(): Promise<void> {
     this.isClosed = true;
   }
+}
+
+function refuseBareLineEnding(bareAt: number): void {
+  if (bareAt !== -1) throw new SmtpReplyError(Replies.bareLineEnding, `message has a bare CR or LF at byte ${bareAt}; not written`);
+}
+
+/** The envelope lines, then streamed chunks, each checked before it is written (a bare CR or LF ends the write). */
+async function* checkedWithHeader(header: Buffer, chunks: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  yield header;
+  const scanner = new BareLineEndingScanner();
+  for await (const chunk of chunks) {
+    refuseBareLineEnding(scanner.push(chunk));
+    yield chunk;
+  }
+  refuseBareLineEnding(scanner.end());
 }
 
 /** Told why a message could not be written (the client only gets 451 4.3.0); for logs. */

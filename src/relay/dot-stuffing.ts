@@ -16,25 +16,46 @@ const crlfEndOfData = Buffer.from('\r\n.\r\n');
  * the start of the next.
  */
 export function findBareLineEnding(chunks: readonly Buffer[]): number {
-  let offset = 0;
-  let previousByte = -1;
-  let pendingCarriageReturn = -1; // offset of a CR that ended the previous non-empty chunk
+  const scanner = new BareLineEndingScanner();
   for (const chunk of chunks) {
-    if (chunk.length === 0) continue;
-    if (pendingCarriageReturn !== -1 && chunk[0] !== LF) return pendingCarriageReturn;
-    pendingCarriageReturn = -1;
+    const bareAt = scanner.push(chunk);
+    if (bareAt !== -1) return bareAt;
+  }
+  return scanner.end();
+}
+
+/**
+ * findBareLineEnding for a message that arrives chunk by chunk (a body streamed from a spill
+ * file): each chunk is checked before it is sent, so nothing after a bare CR or LF leaves.
+ */
+export class BareLineEndingScanner {
+  #offset = 0;
+  #previousByte = -1;
+  /** Offset of a CR that ended the previous non-empty chunk. */
+  #pendingCarriageReturn = -1;
+
+  /** Offset of the first bare CR or LF found up to the end of `chunk` (a CR at its very end still pending), or -1. */
+  push(chunk: Buffer): number {
+    if (chunk.length === 0) return -1;
+    if (this.#pendingCarriageReturn !== -1 && chunk[0] !== LF) return this.#pendingCarriageReturn;
+    this.#pendingCarriageReturn = -1;
     for (let index = chunk.indexOf(LF); index !== -1; index = chunk.indexOf(LF, index + 1)) {
-      const before = index === 0 ? previousByte : chunk[index - 1];
-      if (before !== CR) return offset + index;
+      const before = index === 0 ? this.#previousByte : chunk[index - 1];
+      if (before !== CR) return this.#offset + index;
     }
     for (let index = chunk.indexOf(CR); index !== -1; index = chunk.indexOf(CR, index + 1)) {
-      if (index === chunk.length - 1) pendingCarriageReturn = offset + index;
-      else if (chunk[index + 1] !== LF) return offset + index;
+      if (index === chunk.length - 1) this.#pendingCarriageReturn = this.#offset + index;
+      else if (chunk[index + 1] !== LF) return this.#offset + index;
     }
-    previousByte = chunk[chunk.length - 1] ?? -1;
-    offset += chunk.length;
+    this.#previousByte = chunk[chunk.length - 1] ?? -1;
+    this.#offset += chunk.length;
+    return -1;
   }
-  return pendingCarriageReturn;
+
+  /** At the end of the message: a final CR with no LF after it is bare. */
+  end(): number {
+    return this.#pendingCarriageReturn;
+  }
 }
 
 /**

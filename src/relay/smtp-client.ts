@@ -7,7 +7,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { RelayError, Replies, SmtpReplyError, formatReply, reply, type RelayErrorKind, type SmtpReply } from '../errors.ts';
-import { DotStuffer, findBareLineEnding } from './dot-stuffing.ts';
+import { BareLineEndingScanner, DotStuffer, findBareLineEnding } from './dot-stuffing.ts';
 import {
   foldLmtpReplies,
   noCapabilities,
@@ -17,7 +17,7 @@ import {
   type Capabilities,
   type WireReply,
 } from './smtp-reply.ts';
-import type { Credentials, DataReply, MailParameters, RecipientParameters, RecipientReply, RelaySession } from './types.ts';
+import type { Credentials, DataReply, MailParameters, MessageBody, RecipientParameters, RecipientReply, RelaySession } from './types.ts';
 
 export type StartTlsPolicy = 'never' | 'opportunistic' | 'required';
 
@@ -280,10 +280,13 @@ export class SmtpClient implements RelaySession {
    * DATA, the dot-stuffed message, the final dot, and the reply to it (LMTP: one reply per
    * accepted recipient, folded by foldLmtpReplies). A message with a bare CR or LF is refused
    * before anything is sent: whatever the downstream makes of "\n.\n", it must never get it.
+   * Streamed chunks (a spilled body) are checked one by one before each is sent; on a bare one
+   * the connection is cut, so the final dot never follows and the MTA drops the transaction.
    */
-  data(chunks: readonly Buffer[]): Promise<DataReply> {
+  data(chunks: MessageBody): Promise<DataReply> {
     return this.exclusive(async () => {
-      const bareAt = findBareLineEnding(chunks);
+      const streamed = !Array.isArray(chunks);
+      const bareAt = streamed ? -1 : findBareLineEnding(chunks as readonly Buffer[]);
       if (bareAt !== -1) {
         throw new SmtpReplyError(
           Replies.bareLineEnding,
@@ -296,7 +299,18 @@ export class SmtpClient implements RelaySession {
       if (goAhead.code !== 354) return goAhead;
       this.acceptedRecipients = [];
       const stuffer = new DotStuffer();
-      for (const chunk of chunks) await this.write(stuffer.push(chunk), 'message data');
+      if (streamed) {
+        const scanner = new BareLineEndingScanner();
+        for await (const chunk of chunks) {
+          const streamedBareAt = scanner.push(chunk);
+          if (streamedBareAt !== -1) this.refuseStreamed(streamedBareAt);
+          await this.write(stuffer.push(chunk), 'message data');
+        }
+        const finalBareAt = scanner.end();
+        if (finalBareAt !== -1) this.refuseStreamed(finalBareAt);
+      } else {
+        for (const chunk of chunks as readonly Buffer[]) await this.write(stuffer.push(chunk), 'message data');
+      }
       await this.write(stuffer.end(), 'end of data');
       const { dataMs } = this.options.timeouts;
       if (this.options.protocol === 'smtp') {
@@ -309,6 +323,12 @@ export class SmtpClient implements RelaySession {
       }
       return foldLmtpReplies(recipientReplies);
     });
+  }
+
+  /** A bare CR or LF in a streamed message after DATA: cut the connection (no final dot) and refuse. */
+  private refuseStreamed(bareAt: number): never {
+    this.fail(new RelayError('protocol', `session with ${this.address} cut: the message had a bare CR or LF`));
+    throw new SmtpReplyError(Replies.bareLineEnding, `message has a bare CR or LF at byte ${bareAt}; the transaction at ${this.address} was cut before its end`);
   }
 
   /** RSET. A server that refuses RSET is out of step: the connection is closed and this throws. */

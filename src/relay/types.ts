@@ -99,6 +99,12 @@ export interface DataReply extends SmtpReply {
   readonly recipientReplies?: readonly RecipientReply[];
 }
 
+/**
+ * The message bytes data() sends, in order: an array held in memory, or chunks that arrive one
+ * at a time (a body read from a spill file), so a big message is never one contiguous copy.
+ */
+export type MessageBody = readonly Buffer[] | AsyncIterable<Buffer>;
+
 /** Credentials for AUTH passthrough; never logged. */
 export interface Credentials {
   mechanism: 'PLAIN' | 'LOGIN';
@@ -121,10 +127,11 @@ export interface RelaySession {
    * not dot-stuffed). The client dot-stuffs and terminates. Resolves with one reply for SMTP;
    * LMTP's per-recipient replies are folded into one (see foldLmtpReplies in smtp-reply.ts).
    * The returned reply's text may carry the MTA's queue id; `queueId` extracts it if found.
-   * Rejects with SmtpReplyError(Replies.bareLineEnding) before sending anything when the
-   * chunks hold a bare CR or LF (SMTP smuggling guard, PRODUCT.md §4).
+   * Rejects with SmtpReplyError(Replies.bareLineEnding) when the chunks hold a bare CR or LF
+   * (SMTP smuggling guard, PRODUCT.md §4): an array before anything is sent; streamed chunks
+   * are checked each before it is sent, and the final dot never follows a bare one.
    */
-  data(chunks: readonly Buffer[]): Promise<DataReply>;
+  data(chunks: MessageBody): Promise<DataReply>;
   /** Abort the current transaction (RSET); the session stays usable. */
   reset(): Promise<void>;
   /**

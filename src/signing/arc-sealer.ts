@@ -8,11 +8,11 @@
 
 import type { KeyObject } from 'node:crypto';
 import { createSeal, getARChain } from 'mailauth/lib/arc/index.js';
-import { dkimBody } from 'mailauth/lib/dkim/body/index.js';
 import { parseDkimHeaders, parseHeaders } from 'mailauth/lib/tools.js';
 import { DEFAULT_SIGNED_FIELDS } from '../config/schema.ts';
 import { ArcSealError } from '../errors.ts';
-import type { SplitMessage } from '../message/index.ts';
+import { relaxedBodyHash } from './dkim-signature.ts';
+import type { MessageToSign } from './signer.ts';
 
 /** What validating the chain as received gave (RFC 8617 §4.4 chain validation status). */
 export type ChainValidation = 'none' | 'pass' | 'fail';
@@ -52,10 +52,10 @@ const AMS_FIELDS = ['DKIM-Signature', ...DEFAULT_SIGNED_FIELDS];
  * that instance. Every ARC field with a usable i= counts, also one outside a valid chain, so a new
  * set never reuses an instance that is there (the same reading mailauth's createSeal checks).
  */
-export function arcPosition(header: Buffer): { highest: number; newestCv: string | undefined } {
+export function arcPosition(header: Buffer | ReturnType<typeof parseHeaders>): { highest: number; newestCv: string | undefined } {
   let highest = 0;
   let newestCv: string | undefined;
-  for (const row of parseHeaders(header).parsed) {
+  for (const row of (Buffer.isBuffer(header) ? parseHeaders(header) : header).parsed) {
     if (!ARC_FIELDS.has(row.key)) continue;
     let tags: Record<string, { value?: unknown } | undefined> | undefined;
     try {
@@ -99,7 +99,7 @@ export class ArcSealer {
    * Results field ("authserv-id; resinfo; …", RFC 8617 §4.1.1). Returns the fields to prepend,
    * or why none may be added; throws ArcSealError when mailauth cannot make the set.
    */
-  async seal(message: SplitMessage, validation: ChainValidation, authenticationResults: string): Promise<ArcSealResult> {
+  async seal(message: MessageToSign, validation: ChainValidation, authenticationResults: string): Promise<ArcSealResult> {
     try {
       return await this.#seal(message, validation, authenticationResults);
     } catch (error) {
@@ -110,8 +110,10 @@ export class ArcSealer {
     }
   }
 
-  async #seal(message: SplitMessage, validation: ChainValidation, authenticationResults: string): Promise<ArcSealResult> {
-    const { highest, newestCv } = arcPosition(message.header);
+  async #seal(message: MessageToSign, validation: ChainValidation, authenticationResults: string): Promise<ArcSealResult> {
+    // Parsed once: the instance found here and the chain createSeal signs come from the same rows.
+    const headers = parseHeaders(message.header);
+    const { highest, newestCv } = arcPosition(headers);
     // RFC 8617 §5.1: a chain whose newest ARC-Seal already says cv=fail has ended; the sealer
     // stops there and adds nothing.
     if (newestCv === 'fail') return { sealed: false, reason: 'chain-already-failed', instance: highest };
@@ -124,10 +126,8 @@ export class ArcSealer {
     // validate, so cv=fail, and the seal covers only its own set (§5.1.2).
     const cv: ChainValidation = validation === 'none' && highest > 0 ? 'fail' : validation;
 
-    const bodyHasher = dkimBody('relaxed', 'sha256', false);
-    bodyHasher.update(message.body);
-    const bodyHash = bodyHasher.digest('base64');
-    const headers = parseHeaders(message.header);
+    // RFC 8617 §4.1.2: the AMS body hash, relaxed/SHA-256 like sello's DKIM signatures.
+    const bodyHash = relaxedBodyHash(message.body);
     const described = `${this.selector}._domainkey.${this.domain}`;
 
     let answer: Awaited<ReturnType<typeof createSeal>>;

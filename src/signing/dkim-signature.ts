@@ -71,12 +71,47 @@ export function selectHeaderFields(
   return { names, rows: selected };
 }
 
+/** A body hash computed elsewhere (while the body streamed in): relaxed canonicalization, SHA-256, base64. */
+export interface BodyHash {
+  relaxedSha256: string;
+}
+
+/**
+ * The body hash sello's signatures and ARC seals carry (RFC 6376 §3.4.4 relaxed body
+ * canonicalization, §3.7 bh=), fed chunk by chunk as the body streams in, so the body never has
+ * to be in memory whole. mailauth's own hasher does the canonicalization.
+ */
+export class RelaxedBodyHasher {
+  readonly #hasher = dkimBody(CANONICALIZATION, 'sha256', false);
+  #digest: string | undefined;
+
+  update(chunk: Buffer): void {
+    if (this.#digest !== undefined) throw new Error('RelaxedBodyHasher: update after digest');
+    this.#hasher.update(chunk);
+  }
+
+  /** The base64 hash; the body is complete once this is asked for. */
+  digest(): BodyHash {
+    this.#digest ??= this.#hasher.digest('base64');
+    return { relaxedSha256: this.#digest };
+  }
+}
+
+/** `body` hashed at once (a message held in memory), or the hash already made. */
+export function relaxedBodyHash(body: Buffer | BodyHash): string {
+  if (!Buffer.isBuffer(body)) return body.relaxedSha256;
+  const hasher = new RelaxedBodyHasher();
+  hasher.update(body);
+  return hasher.digest().relaxedSha256;
+}
+
 /**
  * Signs `header` (the header section, each field ending in CRLF, without the empty line) and
- * `body` (everything after the empty line) once per key. Returns the DKIM-Signature fields,
- * each ending in CRLF, in key order: prepend them to the message as they are.
+ * `body` (everything after the empty line, or its hash made while it streamed in) once per key.
+ * Returns the DKIM-Signature fields, each ending in CRLF, in key order: prepend them to the
+ * message as they are.
  */
-export async function createSignatures(header: Buffer, body: Buffer, keys: readonly SigningKey[], options: SignatureOptions): Promise<string> {
+export async function createSignatures(header: Buffer, body: Buffer | BodyHash, keys: readonly SigningKey[], options: SignatureOptions): Promise<string> {
   const { parsed } = parseHeaders(header);
   const { names, rows } = selectHeaderFields(parsed, options.signedFields, options.oversignedFields);
   if (!rows.some((row) => row.key === 'from')) {
@@ -84,9 +119,7 @@ export async function createSignatures(header: Buffer, body: Buffer, keys: reado
     throw new SigningError('message has no From header field to sign');
   }
 
-  const hasher = dkimBody(CANONICALIZATION, 'sha256', false);
-  hasher.update(body);
-  const bodyHash = hasher.digest('base64');
+  const bodyHash = relaxedBodyHash(body);
 
   const timestamp = Math.floor(options.now.getTime() / 1000);
   const expiration = options.expiryMs === false ? false : timestamp + Math.floor(options.expiryMs / 1000);

@@ -5,8 +5,8 @@
 
 import type { SigningConfig } from '../config/schema.ts';
 import { SigningError } from '../errors.ts';
-import { singleFromAddress, type SplitMessage } from '../message/index.ts';
-import { createSignatures, type SigningKey } from './dkim-signature.ts';
+import { singleFromAddress, type HeaderField } from '../message/index.ts';
+import { createSignatures, type BodyHash, type SigningKey } from './dkim-signature.ts';
 import type { KeyStore } from './key-store.ts';
 import type { SigningTable } from './table.ts';
 
@@ -19,6 +19,14 @@ export interface SignatureMade {
 export type SigningResult =
   | { signed: true; headerLines: string; signatures: SignatureMade[]; pattern: string }
   | { signed: false; reason: 'domain-not-configured' | 'from-not-single'; fromDomain?: string };
+
+/** The header section as it will leave, and the body or its hash (made while it streamed in). */
+export interface MessageToSign {
+  header: Buffer;
+  body: Buffer | BodyHash;
+  /** The fields of the header as received, when the caller split them already (the From is read from them). */
+  receivedFields?: readonly HeaderField[];
+}
 
 export interface SignerOptions {
   /** submission refuses a message without exactly one From address (550 5.6.0); filter relays it unsigned. */
@@ -39,10 +47,10 @@ export class Signer {
   }
 
   /** Throws SmtpReplyError (From rule) or SigningError (never silently unsigned). */
-  async sign(message: SplitMessage, options: SignerOptions): Promise<SigningResult> {
+  async sign(message: MessageToSign, options: SignerOptions): Promise<SigningResult> {
     let fromDomain: string;
     try {
-      fromDomain = singleFromAddress(message.header).domain;
+      fromDomain = singleFromAddress(message.receivedFields ?? message.header).domain;
     } catch (error) {
       if (options.requireSingleFrom) throw error;
       return { signed: false, reason: 'from-not-single' };

@@ -11,7 +11,7 @@ import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 
 import type { CredentialStore } from '../auth/credentials.ts';
 import { isLoopback, type Config, type ListenerConfig } from '../config/schema.ts';
 import { RelayError, Replies, SmtpReplyError, type SmtpReply } from '../errors.ts';
-import { applyHeaderEdits, splitMessage } from '../message/index.ts';
+import { editedMessage, type MessageSink } from '../message/index.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Engine, EngineSession, FrontEnd } from '../pipeline/index.ts';
@@ -59,6 +59,8 @@ interface SessionState {
   localUser?: string;
   /** A downstream transaction is open (MAIL accepted by the MTA, no data sent yet). */
   transactionOpen: boolean;
+  /** The message being received (DATA), disposed when the session closes mid-DATA. */
+  sink?: MessageSink;
 }
 
 /** An smtp-server callback error that produces exactly `reply` on the wire. */
@@ -398,23 +400,43 @@ export class Listener {
     }
   }
 
+  /**
+   * DATA streams into the engine's sink (bounded memory: the body spills to a file past
+   * data.spillThreshold, an oversized message is only counted) and from there to the MTA with the
+   * engine's header edits; the sink and its file are gone on every path.
+   */
   async #onData(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
     const state = this.#state(session);
+    const sink = state.engine.receive();
+    state.sink = sink;
+    try {
+      // A sink that cannot take more (a spill write failed) lets the rest of DATA pass unkept.
+      let failure: unknown;
+      for await (const chunk of stream) {
+        if (failure === undefined) await sink.write(chunk as Buffer).catch((error: unknown) => (failure = error));
+      }
+      return await this.#relayMessage(stream, state, sink, failure);
+    } finally {
+      await sink.dispose();
+      if (state.sink === sink) state.sink = undefined;
+    }
+  }
+
+  async #relayMessage(stream: SMTPServerDataStream, state: SessionState, sink: MessageSink, receiveFailure: unknown): Promise<string> {
     const engine = state.engine;
-    const chunks: Buffer[] = [];
-    for await (const chunk of stream) chunks.push(chunk as Buffer);
     let report: { relay: string; code: number; queueId?: string; recipients?: unknown; relayMs?: number } | undefined;
     try {
+      if (receiveFailure !== undefined) throw receiveFailure;
       if (stream.sizeExceeded) throw new SmtpReplyError(Replies.messageTooLarge);
       if (!state.relay || state.relay.closed || !state.transactionOpen) throw new RelayError('protocol', 'downstream transaction is gone');
-      const verdict = await engine.end(Buffer.concat(chunks));
+      const verdict = await engine.end(sink);
       if (verdict.action !== 'accept') {
         // The engine wrote the record; refusing after DATA aborts the downstream transaction.
         await this.#abortDownstream(state);
         throw new SmtpReplyError(verdict.reply);
       }
       const relayStarted = performance.now();
-      const reply = await state.relay.data(applyHeaderEdits(verdict.message, splitMessage(verdict.message).header, verdict.edits));
+      const reply = await state.relay.data(editedMessage(verdict.message, verdict.edits));
       state.transactionOpen = false;
       report = {
         relay: state.deps.relay.description,
@@ -450,6 +472,8 @@ export class Listener {
     else this.#connectionsPerAddress.delete(peer);
     // QUIT without a final dot: an unfinished transaction is abandoned downstream too.
     void state?.relay?.close();
+    // A client gone mid-DATA: its message and spill file go now.
+    void state?.sink?.dispose();
     if (state) {
       state.engine.abort();
       state.deps.metrics.connectionClosed(this.name);

@@ -309,3 +309,34 @@ test('a filter that verifies and signs signs last: the signature covers Authenti
   const fields = delivered.split('\r\n\r\n')[0]!.split(/\r\n(?![ \t])/).map((line) => line.slice(0, line.indexOf(':')));
   assert.deepEqual(fields.slice(0, 3), ['DKIM-Signature', 'Authentication-Results', 'Received-SPF']);
 });
+
+test('a spilled inbound message (body past data.spillThreshold) is verified as it streams: intact → dkim=pass, one octet changed deep in the body → dkim=fail', async (t) => {
+  const dns = await startDnsServer(ZONE as never);
+  t.after(() => dns.close());
+  const sink = await startSink();
+  t.after(() => sink.close());
+  const config = parseConfig({
+    hostname: 'mx.sello.test',
+    listeners: [{ name: 'mx', role: 'mx', listen: '127.0.0.1:0', greetingDelay: 0 }],
+    relay: { target: sink.url, starttls: 'never' },
+    inbound: { localDomains: ['example.net'] },
+    dns: { servers: [dns.address], timeout: '500ms' },
+    data: { spillThreshold: '4KiB' },
+  });
+  const running = await startSello(config, silentLogger());
+  t.after(() => running.close());
+  const port = running.addresses.get('mx')!.port;
+  const body = Array.from({ length: 4000 }, (_, index) => `body line ${index}  with\ttabs and  spaces \r\n`).join('');
+  const intact = await signed(body);
+  const tampered = Buffer.from(intact.toString('latin1').replace('body line 3999 ', 'body line 3999!'), 'latin1');
+  for (const data of [intact, tampered]) {
+    const sent = await sendMail(port, { from: 'sam@signed.example', to: ['bob@example.net'], data }, { localAddress: '127.0.0.2' });
+    assert.match(sent.data ?? '', /^250 2\.0\.0 /);
+  }
+  const summaries = sink.messages.map((m) => parseAuthenticationResults(field(m.data, 'Authentication-Results')[0]!).resinfos.map((x) => `${x.method}=${x.result}`));
+  assert.deepEqual(summaries, [
+    ['spf=softfail', 'dkim=pass', 'dmarc=pass', 'arc=none'],
+    ['spf=softfail', 'dkim=fail', 'dmarc=fail', 'arc=none'],
+  ]);
+  assert.ok(sink.messages[0]!.data.subarray(-intact.length).equals(intact), 'the spilled body is relayed unchanged after our fields');
+});

@@ -108,6 +108,27 @@ export class SmtpDialog {
     this.#attach(secure);
   }
 
+  /** Writes raw bytes and waits until the socket takes more (a client streaming a big message). */
+  async writeDrained(bytes: Buffer): Promise<void> {
+    if (this.#socket.write(bytes)) return;
+    await new Promise<void>((resolve, reject) => {
+      const done = (error?: Error) => {
+        this.#socket.off('drain', done);
+        this.#socket.off('close', closed);
+        if (error) reject(error);
+        else resolve();
+      };
+      const closed = () => done(new Error('connection closed while writing'));
+      this.#socket.once('drain', () => done());
+      this.#socket.once('close', closed);
+    });
+  }
+
+  /** Drops the connection at once, mid-command or mid-DATA (a client that goes away). */
+  destroy(): void {
+    this.#socket.destroy();
+  }
+
   async close(): Promise<void> {
     if (!this.closed) {
       this.#socket.end('QUIT\r\n');

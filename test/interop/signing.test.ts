@@ -5,6 +5,9 @@
 // Also: in-step relay against real Exim (its RCPT refusals, Exim down → 451 4.4.1).
 
 import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startSello, type RunningSello } from '../../src/app.ts';
 import { main } from '../../src/cli/run.ts';
@@ -49,6 +52,11 @@ const MESSAGES: Record<string, (from: string) => Buffer> = {
   'body without final CRLF': (from) => Buffer.from(`From: ${from}\r\nTo: bob@example.net\r\nSubject: no final crlf\r\nDate: ${date}\r\n\r\nlast line has no CRLF`),
   'empty body': (from) => Buffer.from(`From: ${from}\r\nTo: bob@example.net\r\nSubject: empty\r\nDate: ${date}\r\n\r\n`),
   'bare-LF input': (from) => Buffer.from(`From: ${from}\nTo: bob@example.net\nSubject: bare lf\nDate: ${date}\n\nline one\n.\nline three  \n\n\n`),
+  // Past the suite's data.spillThreshold (8KiB): relayed from its spill file.
+  'spilled body: dots, bare LFs, tabs, trailing whitespace': (from) =>
+    Buffer.from(
+      `From: ${from}\r\nTo: bob@example.net\r\nSubject: spilled\r\nDate: ${date}\r\n\r\n${Array.from({ length: 600 }, (_, index) => (index % 5 === 0 ? `.dot line ${index}\t \n` : `line ${index}  with \t  spaces  \r\n`)).join('')}\r\n\r\n`,
+    ),
   'trailing whitespace and empty lines': (from) => Buffer.from(`From: ${from}\r\nTo: bob@example.net\r\nSubject: ws \t \r\nDate: ${date}\r\n\r\nspaces   \t\r\n\r\n\r\n`),
 };
 
@@ -57,8 +65,11 @@ describe('signatures made by sello verify with Exim and dkimpy', suiteOptions(ch
   let sello: RunningSello;
   let port: number;
 
+  let spillDirectory: string;
+
   before(async () => {
     const keysDir = await tempDir({ after });
+    spillDirectory = await mkdtemp(path.join(os.tmpdir(), 'sello-spill-'));
     const zone: Zone = {};
     for (const { domain, selectors } of Object.values(SETUPS)) {
       for (const selector of selectors) {
@@ -72,6 +83,7 @@ describe('signatures made by sello verify with Exim and dkimpy', suiteOptions(ch
       listeners: [{ name: 'submission', role: 'submission', listen: '127.0.0.1:0', trustedNetworks: ['127.0.0.0/8'] }],
       relay: { target: `smtp://127.0.0.1:${exim.port}`, starttls: 'never' },
       signing: { keysDir, domains: Object.fromEntries(Object.values(SETUPS).map((setup) => [setup.domain, [...setup.selectors]])) },
+      data: { spillThreshold: '8KiB', spillDirectory: spillDirectory },
     });
     sello = await startSello(config, silentLogger());
     port = sello.addresses.get('submission')!.port;
@@ -79,6 +91,7 @@ describe('signatures made by sello verify with Exim and dkimpy', suiteOptions(ch
   after(async () => {
     await sello?.close();
     await exim?.close();
+    if (spillDirectory) await rm(spillDirectory, { recursive: true, force: true });
   });
 
   for (const [setupName, setup] of Object.entries(SETUPS)) {

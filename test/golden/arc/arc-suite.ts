@@ -83,6 +83,9 @@ export async function checkAsMx(checks: InboundChecks, suiteMessage: string | nu
   const message = prepareMessage(Buffer.from(suiteMessage ?? '', 'utf8'), 'normalize');
   const split = splitMessage(message);
   // No SMTP transaction, so no SPF; the client address only feeds mailauth's smtp.remote-ip.
-  const checked = await checks.inspect(headerFields(split.header.toString('latin1')), message, undefined, '192.0.2.25');
+  const verification = checks.startVerification();
+  await verification.write(message);
+  verification.end();
+  const checked = await checks.inspect(headerFields(split.header.toString('latin1')), verification.result, undefined, '192.0.2.25');
   return { ...checked, message, split };
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { SmtpReplyError } from '../../../src/errors.ts';
-import { hasBareLineEnding, headerValues, normalizeLineEndings, prepareMessage, singleFromAddress, splitMessage } from '../../../src/message/index.ts';
+import { fieldValues, hasBareLineEnding, headerFields, headerValues, normalizeLineEndings, prepareMessage, singleFromAddress, splitMessage } from '../../../src/message/index.ts';
 
 const b = (text: string) => Buffer.from(text, 'latin1');
 
@@ -48,4 +48,15 @@ test('singleFromAddress: exactly one From field with one mailbox', () => {
   refused('From: a@b.c, d@e.f\r\n');
   refused('From: undisclosed:;\r\n');
   refused('From: no-at-sign\r\n');
+});
+
+test('fieldValues over split fields reads exactly what headerValues reads from the bytes, malformed lines included', () => {
+  for (const header of [
+    'from: A\r\n <a@b.c>\r\nX: y\r\nFROM:b@c.d\r\n',
+    ' From: leading@wsp.example\r\nFrom: real@example.com\r\n',
+    'From\r\n : folded-before-colon@evil.example\r\nSubject: s\r\n',
+    ':From: x@y.z\r\nno colon at all\r\nFrom:\t tab@example.com \r\n',
+  ]) {
+    assert.deepEqual(fieldValues(headerFields(header), 'From'), headerValues(b(header), 'From'), JSON.stringify(header));
+  }
 });

@@ -9,7 +9,8 @@ import { describe, test } from 'node:test';
 import { parseConfig } from '../../../src/config/load.ts';
 import { dnsError, type DnsResolve } from '../../../src/dns/types.ts';
 import { createMetrics } from '../../../src/observability/metrics.ts';
-import { InboundChecks, MessagePipeline, TransactionEngine, type ClientFacts, type FrontEnd } from '../../../src/pipeline/index.ts';
+import type { MessageSource } from '../../../src/message/index.ts';
+import { InboundChecks, MessagePipeline, TransactionEngine, type ClientFacts, type EndVerdict, type EngineSession, type FrontEnd } from '../../../src/pipeline/index.ts';
 import type { KeyStore } from '../../../src/signing/key-store.ts';
 import { Signer } from '../../../src/signing/signer.ts';
 import { SigningTable } from '../../../src/signing/table.ts';
@@ -219,5 +220,55 @@ describe('end: header edits, not rewritten bytes', () => {
     assert.equal(record?.['outcome'], 'deferred');
     assert.equal(record?.['error'], 'connect ECONNREFUSED');
     assert.deepEqual(record?.['relay'], { relay: 'smtp://127.0.0.1:1', code: 451 });
+  });
+});
+
+describe('the streaming form: receive() then end(sink)', () => {
+  test('a message written into the sink in pieces gets the same edits as the whole message passed to end()', async () => {
+    const { engine } = engineFor();
+    const signedBy = async (send: (session: EngineSession) => Promise<EndVerdict<Buffer | MessageSource>>) => {
+      const session = engine.session(submission);
+      await session.mail('alice@example.com', { ...stranger, user: 'alice' });
+      await session.rcpt('bob@example.org');
+      return send(session);
+    };
+    const whole = await signedBy((session) => session.end(message));
+    const streamed = await signedBy(async (session) => {
+      const sink = session.receive();
+      for (let offset = 0; offset < message.length; offset += 7) await sink.write(message.subarray(offset, offset + 7));
+      return session.end(sink);
+    });
+    assert.ok(whole.action === 'accept' && streamed.action === 'accept');
+    // The body hash made while the pieces streamed in is the one made from the whole body.
+    const tags = (fields: string[]) => fields.map((field) => [/ h=[^;]+/.exec(field)?.[0], /bh=[^;]+/.exec(field)?.[0]]);
+    assert.equal(streamed.edits.add.length, 1);
+    assert.ok(tags(whole.edits.add)[0]?.every(Boolean));
+    assert.deepEqual(tags(streamed.edits.add), tags(whole.edits.add));
+  });
+
+  test('an oversized message in the sink is refused 552 5.3.4 at end, and the record says why', async () => {
+    const { engine, records } = engineFor({ limits: { maxMessageSize: 1000 } });
+    const session = engine.session(submission);
+    await session.mail('alice@example.com', { ...stranger, user: 'alice' });
+    await session.rcpt('bob@example.org');
+    const sink = session.receive();
+    await sink.write(message);
+    await sink.write(Buffer.alloc(2000, 0x61));
+    const verdict = await session.end(sink);
+    assert.deepEqual(verdict.action === 'reject' && verdict.reply, { code: 552, enhanced: '5.3.4', text: 'Message size exceeds fixed maximum message size' });
+    assert.equal(records()[0]?.['outcome'], 'rejected');
+    assert.match(String(records()[0]?.['error']), /maxMessageSize/);
+  });
+
+  test('end() refuses a sink that another transaction received into', async () => {
+    const { engine } = engineFor();
+    const session = engine.session(submission);
+    const other = engine.session(submission);
+    for (const each of [session, other]) {
+      await each.mail('alice@example.com', { ...stranger, user: 'alice' });
+      await each.rcpt('bob@example.org');
+    }
+    const foreign = other.receive();
+    await assert.rejects(session.end(foreign), /must come from this transaction's receive/);
   });
 });

@@ -110,3 +110,23 @@ test('Envelope-To folds long recipient lists', () => {
   assert.ok(lines.every((line) => line.length <= 78), header);
   assert.equal(header.replace(/\r\n\t/g, ' ').split('\r\n')[1], `Envelope-To: ${recipients.join(', ')}`);
 });
+
+async function* streamed(parts: readonly string[]): AsyncGenerator<Buffer> {
+  for (const part of parts) yield Buffer.from(part, 'latin1');
+}
+
+test('streamed chunks (a spilled body) are written as they come; a bare CR or LF among them leaves no file at all', () =>
+  withTemporaryDirectory(async (directory) => {
+    const session = await new DirTarget({ url: `dir:${directory}` }).open(client);
+    await session.mailFrom('s@example.com', {});
+    await session.rcptTo('r@example.com', {});
+    const answer = await session.data(streamed(['Subject: s\r', '\n\r\nbody\r\n']));
+    assert.equal(answer.code, 250);
+    assert.equal((await readFile(path.join(directory, answer.queueId ?? ''))).toString(), 'Return-Path: <s@example.com>\r\nEnvelope-To: r@example.com\r\nSubject: s\r\n\r\nbody\r\n');
+    for (const parts of [['Subject: s\r\n\r\n', 'a\n.\nb\r\n'], ['Subject: s\r\n\r\nx\r']]) {
+      await session.mailFrom('s@example.com', {});
+      await session.rcptTo('r@example.com', {});
+      await assert.rejects(session.data(streamed(parts)), (error: unknown) => error instanceof SmtpReplyError && error.reply.code === 550);
+    }
+    assert.deepEqual(await readdir(directory), [answer.queueId], 'no second file, no temporary file left');
+  }));

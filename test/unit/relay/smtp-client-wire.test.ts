@@ -477,3 +477,61 @@ test('values that would break the command line are refused with a reply, never s
     await mta.close();
   }
 });
+
+async function* streamed(parts: readonly string[]): AsyncGenerator<Buffer> {
+  for (const part of parts) {
+    await new Promise((resolve) => setImmediate(resolve));
+    yield Buffer.from(part, 'latin1');
+  }
+}
+
+test('DATA from streamed chunks (a spilled body): the same bytes on the wire as from an array', async () => {
+  const received: (Buffer | undefined)[] = [];
+  const mta = await startFakeMta(async (peer) => {
+    await greetAndHello(peer);
+    received.push(await acceptOneMessage(peer, '250 OK\r\n'));
+    received.push(await acceptOneMessage(peer, '250 OK\r\n'));
+    await acceptOneMessage(peer, '');
+  });
+  try {
+    const client = await SmtpClient.open(clientOptions(mta.port));
+    const parts = ['Subject: dots\r\n\r\n.line one\r\n', '.starts a chunk\r', '\n.after split CRLF\r\nend\r\n.', '\r\n', 'no final line end'];
+    await mailFromTo(client, 'rcpt@example.com');
+    assert.equal((await client.data(parts.map((part) => Buffer.from(part)))).code, 250);
+    await mailFromTo(client, 'rcpt@example.com');
+    assert.equal((await client.data(streamed(parts))).code, 250);
+    assert.equal(received[1]?.toString(), received[0]?.toString());
+    assert.match(received[1]?.toString() ?? '', /\r\n\.\.starts a chunk\r\n\.\.after split CRLF\r\nend\r\n\.\.\r\nno final line end\r\n\.\r\n$/);
+    await client.close();
+    await mta.scriptsDone();
+  } finally {
+    await mta.close();
+  }
+});
+
+test('DATA from streamed chunks: a bare LF, CR or a CR left at the end cuts the connection; no end of data ever follows it', async () => {
+  for (const parts of [['a\r\n', 'b\n.\nMAIL FROM:<evil@x>\r\n'], ['a\r', '.\rMAIL FROM:<evil@x>\r\n'], ['a\r\n', 'b\r']]) {
+    const mta = await startFakeMta(async (peer) => {
+      await greetAndHello(peer);
+      await acceptOneMessage(peer, '250 OK\r\n');
+    });
+    try {
+      const client = await SmtpClient.open(clientOptions(mta.port));
+      await mailFromTo(client, 'rcpt@example.com');
+      await assert.rejects(client.data(streamed(parts)), (error: unknown) => {
+        assert.ok(error instanceof SmtpReplyError, String(error));
+        assert.equal(error.reply.code, 550);
+        assert.equal(error.reply.enhanced, '5.6.0');
+        return true;
+      });
+      assert.equal(client.closed, true, 'the downstream transaction is cut, not ended');
+      await mta.scriptsDone();
+      const wire = mta.peers[0]?.received.toString('latin1') ?? '';
+      assert.match(wire, /DATA\r\n/);
+      assert.doesNotMatch(wire, /evil/, `nothing after the bare line ending of ${JSON.stringify(parts)} was sent`);
+      assert.doesNotMatch(wire.slice(wire.indexOf('DATA\r\n') + 6), /\r\n\.\r\n/, 'no end of data');
+    } finally {
+      await mta.close();
+    }
+  }
+});

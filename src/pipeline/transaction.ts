@@ -13,7 +13,7 @@ import type { InboundChecks, SpfEvaluation } from './inbound.ts';
 import { prepareMessage, splitMessage } from './message.ts';
 import { dmarcDecision } from './policy.ts';
 
-export type ListenerRole = 'submission' | 'filter' | 'mx';
+export type ListenerRole = 'submission' | 'filter' | 'mx' | 'milter';
 
 /** What ARC sealing did (inbound.arc.seal on, and the inbound checks ran). */
 export type ArcSealOutcome =

@@ -11,14 +11,14 @@ import { ConfigError } from './errors.ts';
 import { cachedReadiness, startOperationsEndpoint, type OperationsEndpoint, type ReadinessCheck, type ReadinessReport } from './observability/http.ts';
 import type { Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
-import { InboundChecks } from './pipeline/inbound.ts';
-import { MessagePipeline } from './pipeline/transaction.ts';
-import { createRelayTarget } from './relay/index.ts';
+import { InboundChecks, MessagePipeline, TransactionEngine, type Engine, type FrontEnd } from './pipeline/index.ts';
+import { createRelayTarget, mtaSeesRealClient } from './relay/index.ts';
 import type { RelayTarget } from './relay/types.ts';
 import { ArcSealer } from './signing/arc-sealer.ts';
 import { loadArcSealKey, loadKeyStore, type KeyInfo, type KeyStore } from './signing/key-store.ts';
 import { Signer } from './signing/signer.ts';
 import { SigningTable } from './signing/table.ts';
+import { MilterServer } from './milter/server.ts';
 import { Listener, type ListenerDependencies } from './smtp/listener.ts';
 import { loadTlsMaterial, type TlsMaterial } from './smtp/tls.ts';
 
@@ -118,7 +118,8 @@ export interface StartOptions {
 interface Generation {
   config: Config;
   signing: SigningSetup;
-  pipeline: MessagePipeline;
+  /** Decides every transaction of this generation's listeners. */
+  engine: Engine;
   inbound: InboundChecks;
   /** The distinct relay targets the listeners use, by description, for /readyz. */
   relays: ReadonlyMap<string, RelayTarget>;
@@ -149,7 +150,7 @@ export async function loadCredentials(config: Config): Promise<(CredentialStore 
 }
 
 interface ActiveListener {
-  listener: Listener;
+  listener: Listener | MilterServer;
   plan: ListenerPlan;
   address: { host: string; port: number };
 }
@@ -162,19 +163,22 @@ async function prepareGeneration(
   config: Config,
   metrics: Metrics,
   previous: ReadonlyMap<string, ActiveListener>,
+  logger: Logger,
   now?: () => Date,
 ): Promise<Generation> {
   const signing = await loadSigning(config, now);
   const resolver = resolverFor(config, metrics);
   const inbound = new InboundChecks(config, resolver.resolve);
   const pipeline = new MessagePipeline(config, signing.signer, inbound, metrics, signing.arc?.sealer);
+  const engine = new TransactionEngine({ config, pipeline, inbound, metrics, logger });
   const defaultRelay = relayTargetFor(config, config.relay, 'relay.target');
   const relays = new Map<string, RelayTarget>();
   const listeners: ListenerPlan[] = [];
   const credentials = await loadCredentials(config);
   for (const [index, listenerConfig] of config.listeners.entries()) {
     const relay = listenerConfig.relay ? relayTargetFor(config, listenerConfig.relay, `listeners[${index}].relay.target`) : defaultRelay;
-    if (!relays.has(relay.description)) relays.set(relay.description, relay);
+    // A milter listener delivers nothing itself (the MTA keeps the queue): no relay to probe for it.
+    if (listenerConfig.role !== 'milter' && !relays.has(relay.description)) relays.set(relay.description, relay);
     const tlsMode = listenerConfig.tls?.mode ?? 'none';
     const old = previous.get(listenerConfig.name);
     const keepSelfSigned = old?.plan.tls?.selfSigned && !listenerConfig.tls?.cert && keepsSocket(old.plan.config, listenerConfig);
@@ -191,11 +195,24 @@ async function prepareGeneration(
   return {
     config,
     signing,
-    pipeline,
+    engine,
     inbound,
     relays,
     listeners,
     ...(needsDns ? { dnsProbe: resolverFor(config, undefined, { uncached: true }) } : {}),
+  };
+}
+
+/** What a listener is to the engine: its role's rights (PRODUCT.md §2) and whether the MTA judges relaying. */
+function frontEndFor(listener: ListenerConfig, relay: RelayTarget): FrontEnd {
+  const { role } = listener;
+  return {
+    listener: listener.name,
+    role,
+    signs: role === 'submission' || (role === 'filter' && listener.sign !== false) || (role === 'milter' && listener.sign !== false),
+    verifies: role === 'mx' || (role === 'filter' && listener.verify === true) || (role === 'milter' && listener.verify !== false),
+    // A milter's MTA keeps the session: it judges relaying by the real client itself.
+    mtaJudgesRelay: role === 'milter' || mtaSeesRealClient(relay.forward),
   };
 }
 
@@ -231,10 +248,10 @@ async function dnsAnswers(resolver: DnsResolver, name: string): Promise<void> {
 
 export async function startSello(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningSello> {
   const metrics = options.metrics ?? createMetrics();
-  let generation = await prepareGeneration(config, metrics, new Map(), options.now);
+  let generation = await prepareGeneration(config, metrics, new Map(), logger, options.now);
   let active = new Map<string, ActiveListener>();
   /** Listeners replaced by a reload, still finishing their sessions. */
-  const retiring = new Map<Listener, Promise<void>>();
+  const retiring = new Map<Listener | MilterServer, Promise<void>>();
   let endpoint: OperationsEndpoint | undefined;
   let endpointListen: Config['metrics']['listen'] | undefined;
   let shuttingDown: Promise<void> | undefined;
@@ -250,8 +267,8 @@ export async function startSello(config: Config, logger: Logger, options: StartO
     config: next.config,
     listener: plan.config,
     relay: plan.relay,
-    pipeline: next.pipeline,
-    inbound: next.inbound,
+    engine: next.engine,
+    frontEnd: frontEndFor(plan.config, plan.relay),
     logger,
     metrics,
     ...(plan.tls ? { tls: plan.tls } : {}),
@@ -322,7 +339,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
             paused.push(old);
           }
         }
-        const listener = new Listener(dependencies(next, plan));
+        const listener = plan.config.role === 'milter' ? new MilterServer(dependencies(next, plan)) : new Listener(dependencies(next, plan));
         started.push({ listener, plan, address: await listener.start() });
       }
       const listen = next.config.metrics.listen;
@@ -403,7 +420,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
         let next: Generation;
         try {
           const config = await load();
-          next = await prepareGeneration(config, metrics, active, options.now);
+          next = await prepareGeneration(config, metrics, active, logger, options.now);
           await swap(next);
         } catch (error) {
           // The running config stays; the operator fixes the file and sends SIGHUP again.

@@ -41,6 +41,8 @@ export const Replies = {
   authUnavailable: reply(454, '4.7.0', 'Temporary authentication failure'),
   authNotOffered: reply(503, '5.5.1', 'Authentication not available on this listener'),
   relayDenied: reply(550, '5.7.1', 'Relaying denied'),
+  // RFC 5321 §4.5.3.1.10: 452 for too many recipients; the client sends the rest later.
+  tooManyRecipients: reply(452, '4.5.3', 'Too many recipients'),
   localError: reply(451, '4.3.0', 'Local error in processing, try again later'),
   shuttingDown: reply(421, '4.3.2', 'Service shutting down, try again later'),
   accepted: reply(250, '2.0.0', 'OK'),

@@ -3,7 +3,9 @@
 // verify SPF (it is evaluated once, at MAIL FROM, by checks/spf.ts).
 
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
+import type { ParsedHeaderRow } from 'mailauth/lib/tools.js';
 import type { DnsResolve } from '../dns/types.ts';
+import type { ArcChainInput } from './arc.ts';
 
 export interface DkimSignatureResult {
   domain: string;
@@ -20,8 +22,8 @@ export interface DkimVerification {
   /** Author domains from the From field(s), for DMARC. */
   headerFrom: string[];
   fromFields: number;
-  /** mailauth's ARC chain data, handed to checks/arc.ts as it is. */
-  arcChain: unknown;
+  /** mailauth's ARC chain data and the parsed header fields, handed to checks/arc.ts as they are. */
+  arcChain: ArcChainInput;
 }
 
 /**
@@ -59,6 +61,9 @@ export async function verifyDkim(message: Buffer, resolver: DnsResolve, now?: Da
       })),
     headerFrom: result.headerFrom ?? [],
     fromFields: result.fromFields ?? 0,
-    arcChain: (result as unknown as { arc?: unknown }).arc,
+    arcChain: {
+      mailauth: (result as unknown as { arc?: unknown }).arc,
+      headerFields: (result as unknown as { headers?: { parsed?: ParsedHeaderRow[] } }).headers?.parsed ?? [],
+    },
   };
 }

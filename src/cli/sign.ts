@@ -1,14 +1,18 @@
 // `sello sign [--config FILE | --keys-dir DIR --domain D --selector S [--selector S2 …]]`:
-// sign a message from stdin, signed message on stdout — the server's own pipeline (line-ending
-// policy, From rule, signing table, oversigning), for admins and scripts.
+// sign a message from stdin, signed message on stdout — the server's own engine session, as a
+// submission listener runs it (line-ending policy, From rule, signing table, oversigning).
 // Exit 0 signed; 1 not signed (reason on stderr, nothing on stdout: never silently unsigned).
 
 import { buffer } from 'node:stream/consumers';
 import { loadSigning } from '../app.ts';
 import { loadConfig, parseConfig } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
-import { formatReply, SmtpReplyError, UsageError } from '../errors.ts';
-import { MessagePipeline } from '../pipeline/transaction.ts';
+import type { DnsResolve } from '../dns/types.ts';
+import { formatReply, UsageError } from '../errors.ts';
+import { applyHeaderEdits, splitMessage } from '../message/index.ts';
+import { createLogger } from '../observability/logger.ts';
+import { createMetrics } from '../observability/metrics.ts';
+import { InboundChecks, MessagePipeline, TransactionEngine } from '../pipeline/index.ts';
 import { configPath } from './config-path.ts';
 import { parseCommandArgs } from './args.ts';
 import type { Command } from './io.ts';
@@ -47,20 +51,33 @@ export const signCommand: Command = async (args, io) => {
 
   const { signer } = await loadSigning(config);
   const message = await buffer(io.stdin);
-  try {
-    const prepared = await new MessagePipeline(config, signer).process(message, { role: 'submission', signs: true });
-    if (!prepared.signing.signed) {
-      const domain = 'fromDomain' in prepared.signing ? ` (From domain ${prepared.signing.fromDomain})` : '';
-      io.stderr(`sello sign: not signed: ${prepared.signing.reason}${domain}\n`);
-      return 1;
-    }
-    for (const chunk of prepared.chunks) io.stdout(chunk);
-    return 0;
-  } catch (error) {
-    if (error instanceof SmtpReplyError) {
-      io.stderr(`sello sign: refused: ${formatReply(error.reply)}${error.message !== formatReply(error.reply) ? ` (${error.message})` : ''}\n`);
-      return 1;
-    }
-    throw error;
+  // The server's engine, as a submission listener sees a trusted local client.
+  const engine = new TransactionEngine({
+    config,
+    pipeline: new MessagePipeline(config, signer),
+    inbound: new InboundChecks(config, noDns),
+    metrics: createMetrics({ defaultMetrics: false }),
+    logger: createLogger('silent'),
+  });
+  const session = engine.session({ listener: 'sign', role: 'submission', signs: true, verifies: false, mtaJudgesRelay: true });
+  await session.mail('', { sessionId: 'sign', address: '127.0.0.1', addressKnown: false, helo: '', trusted: true });
+  const verdict = await session.end(message);
+  if (verdict.action !== 'accept') {
+    const { reply, reason } = verdict;
+    io.stderr(`sello sign: refused: ${formatReply(reply)}${reason && reason !== formatReply(reply) ? ` (${reason})` : ''}\n`);
+    return 1;
   }
+  session.delivered({ code: 250 });
+  if (!verdict.record.signatures) {
+    const domain = verdict.record.unsignedFromDomain ? ` (From domain ${verdict.record.unsignedFromDomain})` : '';
+    io.stderr(`sello sign: not signed: ${verdict.record.unsigned}${domain}\n`);
+    return 1;
+  }
+  for (const chunk of applyHeaderEdits(verdict.message, splitMessage(verdict.message).header, verdict.edits)) io.stdout(chunk);
+  return 0;
+};
+
+/** sign verifies nothing: no lookup is ever made. */
+const noDns: DnsResolve = async (name) => {
+  throw Object.assign(new Error(`sello sign looks up nothing (${name})`), { code: 'ESERVFAIL' });
 };

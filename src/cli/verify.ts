@@ -7,13 +7,18 @@
 // policy, or call process.exit.
 
 import { buffer } from 'node:stream/consumers';
-import { verifyArc } from '../checks/arc.ts';
-import { verifyDkim, type DkimSignatureResult } from '../checks/dkim-verify.ts';
+import type { ArcVerification } from '../checks/arc.ts';
+import type { DkimSignatureResult, DkimVerification } from '../checks/dkim-verify.ts';
+import { parseConfig } from '../config/load.ts';
 import { parseDuration } from '../config/schema.ts';
 import { createResolver, systemServers } from '../dns/resolver.ts';
 import { dnsError, type DnsResolve } from '../dns/types.ts';
 import { UsageError } from '../errors.ts';
-import { prepareMessage } from '../pipeline/message.ts';
+import { createLogger } from '../observability/logger.ts';
+import { createMetrics } from '../observability/metrics.ts';
+import { InboundChecks, MessagePipeline, TransactionEngine } from '../pipeline/index.ts';
+import { Signer } from '../signing/signer.ts';
+import { SigningTable } from '../signing/table.ts';
 import { parseCommandArgs, parseDnsServerFlag } from './args.ts';
 import type { Command } from './io.ts';
 
@@ -74,17 +79,14 @@ export const verifyCommand: Command = async (args, io) => {
   }
   const servers = values.dns === undefined ? systemServers() : values.dns.map(parseDnsServerFlag);
 
-  const message = prepareMessage(await buffer(io.stdin), 'normalize');
+  const message = await buffer(io.stdin);
   const resolver = createResolver({
     servers,
     timeoutMs: Math.min(DEFAULT_QUERY_TIMEOUT_MS, timeBudgetMs),
     cache: { maxEntries: 1000, maxTtlSeconds: 3600 },
   });
   const resolve = resolveUntil(resolver.resolve, performance.now() + timeBudgetMs);
-  const dkim = await verifyDkim(message, resolve);
-  // mailauth uses the client's address only to record smtp.remote-ip in strict mode, which sello
-  // does not use; the chain itself is validated from the message alone (RFC 8617 §5.2).
-  const arc = await verifyArc(dkim.arcChain, resolve, '');
+  const { dkim, arc } = await inspect(message, resolve);
 
   const signatures = dkim.signatures.map((signature) => ({ ...signature, reason: resinfoComments(signature.info) }));
   if (values.json) {
@@ -95,6 +97,35 @@ export const verifyCommand: Command = async (args, io) => {
   }
   return signatures.length > 0 && signatures.every((signature) => signature.result === 'pass') ? 0 : 1;
 };
+
+/**
+ * The engine's session, as a verifying listener runs it for a client it knows nothing of (no SPF:
+ * no address, MAIL FROM or HELO): line endings normalised, then DKIM and the ARC chain. mailauth
+ * uses the client's address only to record smtp.remote-ip in strict mode, which sello does not
+ * use; the chain itself is validated from the message alone (RFC 8617 §5.2).
+ */
+async function inspect(message: Buffer, resolve: DnsResolve): Promise<{ dkim: DkimVerification; arc: ArcVerification }> {
+  // The schema needs a listener; verify starts none. DMARC is never enforced here (the default),
+  // and no header is too large (normalising bare line endings at most doubles it).
+  const config = parseConfig({ listeners: [{ name: 'verify', role: 'submission', listen: '127.0.0.1:0' }], limits: { maxHeaderSize: message.length * 2 + 2 } });
+  const inbound = new InboundChecks(config, resolve);
+  const noKeys = { get: () => undefined, warnings: [], size: 0, loaded: [] };
+  const engine = new TransactionEngine({
+    config,
+    pipeline: new MessagePipeline(config, new Signer(new SigningTable({}), noKeys, config.signing), inbound),
+    inbound,
+    metrics: createMetrics({ defaultMetrics: false }),
+    logger: createLogger('silent'),
+  });
+  const session = engine.session({ listener: 'verify', role: 'milter', signs: false, verifies: true, mtaJudgesRelay: true });
+  await session.mail('', { sessionId: 'verify', address: '', addressKnown: false, helo: '', trusted: false });
+  const verdict = await session.end(message);
+  session.abort();
+  if (verdict.action !== 'accept' || !verdict.inbound?.dkim || !verdict.inbound.arc) {
+    throw new Error(`the message could not be inspected${verdict.action === 'accept' ? '' : `: ${verdict.reason ?? verdict.reply.text}`}`);
+  }
+  return { dkim: verdict.inbound.dkim, arc: verdict.inbound.arc };
+}
 
 type ReportedSignature = DkimSignatureResult & { reason: string | undefined };
 

@@ -6,8 +6,7 @@
 import { BlockList, isIP } from 'node:net';
 import os from 'node:os';
 import { z } from 'zod';
-import { forwardModes, mtaSeesRealClient } from '../relay/forwarding.ts';
-import { parseSmtpUrl } from '../relay/smtp-target.ts';
+import { forwardModes, mtaSeesRealClient, parseSmtpUrl } from './relay-target.ts';
 
 /** "500ms", "30s", "5m", "2h", "7d" or a number of seconds → milliseconds. */
 export function parseDuration(value: string | number): number | undefined {

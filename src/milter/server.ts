@@ -13,18 +13,16 @@ import type { Engine, FrontEnd } from '../pipeline/session.ts';
 import { DEFAULT_MAX_PACKET_SIZE, MilterDecoder, MilterProtocolError } from './codec.ts';
 import { MilterConnection, type MilterConnectionOptions } from './connection.ts';
 
+/** What a milter listener runs with (a structural subset of the SMTP listener's dependencies, so app.ts builds both alike). */
 export interface MilterServerDependencies {
   config: Config;
   listener: ListenerConfig;
   engine: Engine;
+  /** What the listener is to the engine (app.ts frontEndFor: sign and verify default to on for a milter). */
+  frontEnd: FrontEnd;
   logger: Logger;
   /** Largest packet accepted (default: a 64 KiB body chunk plus room); bigger ones close the connection. */
   maxPacketSize?: number;
-}
-
-/** What a milter listener is to the engine (session.ts FrontEnd); sign and verify default to on, as OpenDKIM's Mode sv. */
-export function milterFrontEnd(listener: ListenerConfig): FrontEnd {
-  return { listener: listener.name, role: 'milter', signs: listener.sign ?? true, verifies: listener.verify ?? true, mtaJudgesRelay: true };
 }
 
 function networks(cidrs: readonly string[]): BlockList {
@@ -60,7 +58,7 @@ export class MilterServer {
 
   #optionsFor(deps: MilterServerDependencies): MilterConnectionOptions {
     return {
-      frontEnd: milterFrontEnd(deps.listener),
+      frontEnd: deps.frontEnd,
       engine: deps.engine,
       logger: deps.logger,
       trustedNetworks: networks(deps.listener.trustedNetworks),

@@ -7,6 +7,7 @@ import type { ArcVerification } from '../checks/arc.ts';
 import type { DkimVerification } from '../checks/dkim-verify.ts';
 import type { DmarcEvaluation } from '../checks/dmarc.ts';
 import type { SpfOutcome } from '../checks/types.ts';
+import { fieldReferences, type FieldReference, type HeaderField } from '../message/index.ts';
 
 export interface InboundResults {
   spf: SpfOutcome[];
@@ -68,21 +69,14 @@ export function authservIdOf(value: string): string {
 
 /**
  * RFC 8601 §5: a border MTA removes Authentication-Results fields that claim its own authserv-id
- * (they are forgeries from outside). `header` is the header section (fields end in CRLF).
- * Returns the header without them and how many were removed.
+ * (they are forgeries from outside). Returns them as references (name, index among the fields of
+ * that name) for the header edits; `fields` is the header section as received.
  */
-export function removeForgedAuthenticationResults(header: Buffer, authservId: string): { header: Buffer; removed: number } {
-  const text = header.toString('latin1');
+export function forgedAuthenticationResults(fields: readonly HeaderField[], authservId: string): FieldReference[] {
   const wanted = authservId.toLowerCase();
-  const fields = text.split(/\r\n(?![ \t])/);
-  let removed = 0;
-  const kept = fields.filter((field) => {
-    const match = /^authentication-results[ \t]*:([\s\S]*)$/i.exec(field);
-    if (match && authservIdOf((match[1] as string).replace(/\r\n/g, '')).toLowerCase() === wanted) {
-      removed++;
-      return false;
-    }
-    return true;
+  return fieldReferences(fields, (field) => {
+    if (field.name.toLowerCase() !== 'authentication-results') return false;
+    const value = field.raw.slice(field.raw.indexOf(':') + 1).replace(/\r\n/g, '');
+    return authservIdOf(value).toLowerCase() === wanted;
   });
-  return removed ? { header: Buffer.from(kept.join('\r\n'), 'latin1'), removed } : { header, removed };
 }

@@ -9,7 +9,8 @@ import { checkSpf } from '../checks/spf.ts';
 import type { SpfOutcome } from '../checks/types.ts';
 import type { Config } from '../config/schema.ts';
 import type { DnsResolve } from '../dns/types.ts';
-import { authenticationResultsValue, formatAuthenticationResults, removeForgedAuthenticationResults, type InboundResults } from './authentication-results.ts';
+import type { FieldReference, HeaderField } from '../message/index.ts';
+import { authenticationResultsValue, forgedAuthenticationResults, formatAuthenticationResults, type InboundResults } from './authentication-results.ts';
 import { formatReceivedSpf } from './received-spf.ts';
 
 export interface SpfEvaluation {
@@ -19,12 +20,12 @@ export interface SpfEvaluation {
 }
 
 export interface InboundMessage {
-  /** Header fields to prepend (Authentication-Results, Received-SPF), CRLF-terminated. */
-  headerLines: string;
-  /** The Authentication-Results value in headerLines, for an ARC-Authentication-Results. */
+  /** Header fields to prepend, topmost first (Authentication-Results, Received-SPF), each CRLF-terminated. */
+  add: string[];
+  /** The Authentication-Results value in `add`, for an ARC-Authentication-Results. */
   authenticationResults: string;
-  /** The header section with forged Authentication-Results removed. */
-  header: Buffer;
+  /** Incoming Authentication-Results that claim our authserv-id (RFC 8601 §5), to remove. */
+  remove: FieldReference[];
   results: InboundResults;
 }
 
@@ -52,16 +53,15 @@ export class InboundChecks {
   }
 
   /** After DATA: verify the message as received, then build our header fields. */
-  async inspect(header: Buffer, message: Buffer, spf: SpfEvaluation | undefined, clientIp: string): Promise<InboundMessage> {
+  async inspect(fields: readonly HeaderField[], message: Buffer, spf: SpfEvaluation | undefined, clientIp: string): Promise<InboundMessage> {
     const dkim = await verifyDkim(message, this.#resolver);
     const arc = await verifyArc(dkim.arcChain, this.#resolver, clientIp);
     const dmarc = await evaluateDmarcPolicy(dkim, spf?.all.find((outcome) => outcome.identity === 'mailfrom'), arc, this.#resolver);
     const results: InboundResults = { spf: spf?.all ?? [], dkim, arc, ...(dmarc ? { dmarc } : {}) };
-    const receivedSpf = spf ? formatReceivedSpf(spf.decisive, this.authservId) : '';
     return {
-      headerLines: formatAuthenticationResults(this.authservId, results) + receivedSpf,
+      add: [formatAuthenticationResults(this.authservId, results), ...(spf ? [formatReceivedSpf(spf.decisive, this.authservId)] : [])],
       authenticationResults: authenticationResultsValue(this.authservId, results),
-      header: removeForgedAuthenticationResults(header, this.authservId).header,
+      remove: forgedAuthenticationResults(fields, this.authservId),
       results,
     };
   }

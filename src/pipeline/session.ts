@@ -11,6 +11,8 @@
 // edits back into its protocol.
 
 import type { SmtpReply } from '../errors.ts';
+import type { InboundResults } from './authentication-results.ts';
+import type { DecisionRecord } from './decision-record.ts';
 
 /** The role of the front end's listener (PRODUCT.md §2). */
 export type SessionRole = 'mx' | 'submission' | 'filter' | 'milter';
@@ -78,8 +80,17 @@ export type EndVerdict =
        * edits apply to and the signatures cover. Identical to the input when it had only CRLF.
        */
       message: Buffer;
+      /** The decision record so far (signatures made or why none, check results); delivery comes later. */
+      record: Readonly<DecisionRecord>;
+      /** What the inbound checks found, when they ran (sello verify prints it). */
+      inbound?: InboundResults;
     }
-  | { action: 'reject' | 'defer'; reply: SmtpReply };
+  | {
+      action: 'reject' | 'defer';
+      reply: SmtpReply;
+      /** Why, for the log or a local command line; never for a remote client (the reply stays generic). */
+      reason?: string;
+    };
 
 /** What delivering the accepted message gave (proxy: the MTA's reply to the data; milter: the MTA's queue id). */
 export interface DeliveryReport {

@@ -1,19 +1,19 @@
 // One message through the pipeline: line endings → limits → checks → modifiers (DKIM signing,
-// then ARC sealing last) → the exact chunks to relay. Owns: the order of steps, what a signing or
-// sealing failure does to the message, and the decision record of the message.
-// Must not: speak SMTP (smtp/) or deliver (relay/); it throws SmtpReplyError to refuse.
+// then ARC sealing last) → header edits (fields to add, forged fields to remove), never rewritten
+// bytes. Owns: the order of steps, and what a signing or sealing failure does to the message.
+// Must not: speak SMTP (smtp/) or deliver (relay/); it throws SmtpReplyError to refuse. The
+// engine (engine.ts) decides whether a message is checked or signed and keeps the record.
 
 import type { Config } from '../config/schema.ts';
 import { ArcSealError, Replies, SigningError, SmtpReplyError } from '../errors.ts';
 import { createMetrics, type Metrics } from '../observability/metrics.ts';
 import type { ArcSealer, ChainValidation } from '../signing/arc-sealer.ts';
 import type { Signer, SigningResult } from '../signing/signer.ts';
+import { headerFields, prepareMessage, splitFieldLines, splitMessage, withoutFields, type FieldReference } from '../message/index.ts';
 import type { InboundResults } from './authentication-results.ts';
 import type { InboundChecks, SpfEvaluation } from './inbound.ts';
-import { prepareMessage, splitMessage } from './message.ts';
 import { dmarcDecision } from './policy.ts';
-
-export type ListenerRole = 'submission' | 'filter' | 'mx' | 'milter';
+import type { HeaderEdits } from './session.ts';
 
 /** What ARC sealing did (inbound.arc.seal on, and the inbound checks ran). */
 export type ArcSealOutcome =
@@ -23,23 +23,29 @@ export type ArcSealOutcome =
   | { result: 'failed'; reason: string };
 
 export interface PreparedMessage {
-  /** Concatenated: the exact bytes to relay (CRLF line endings, not dot-stuffed). */
-  chunks: Buffer[];
+  /** The message as received with CRLF line endings: the bytes the edits apply to. */
+  message: Buffer;
+  /** Its header section (a prefix of `message`, without the empty line). */
+  header: Buffer;
+  /** Fields to add at the top (ARC set, DKIM-Signature, Authentication-Results, Received-SPF) and to remove. */
+  edits: HeaderEdits;
+  /** Octets of the message as it leaves, edits applied. */
   size: number;
   signing: SigningResult | { signed: false; reason: 'listener-does-not-sign' };
   /** Time spent signing, when the message was signed (the decision record). */
   signingMs?: number;
-  /** mx only: what the checks found. */
+  /** What the inbound checks found, when they ran. */
   inbound?: InboundResults;
   /** Present when sealing is configured and the checks ran. */
   arcSeal?: ArcSealOutcome;
 }
 
 export interface PipelineOptions {
-  role: ListenerRole;
-  /** Whether this listener signs (submission always; filter per config; mx never). */
+  /** Sign the message (the engine decided the role and client may be signed for). */
   signs: boolean;
-  /** Run the inbound checks (mx for untrusted clients; a filter with verify: true). */
+  /** Refuse a message without exactly one From address (550 5.6.0) instead of relaying it unsigned. */
+  requireSingleFrom: boolean;
+  /** Run the inbound checks (mx for untrusted clients; a filter with verify: true; a verifying milter). */
   check?: { clientIp: string; spf: SpfEvaluation | undefined };
 }
 
@@ -51,7 +57,7 @@ export class MessagePipeline {
   readonly #sealer: ArcSealer | undefined;
 
   /**
-   * `inbound` is needed only where an mx listener exists (sello sign has none). `metrics` gets
+   * `inbound` is needed only where a verifying listener exists (sello sign has none). `metrics` gets
    * what the steps found: signatures made or failed, signing time, inbound verification results,
    * ARC seals. `sealer` (inbound.arc.seal) seals every message the inbound checks ran on.
    */
@@ -63,38 +69,42 @@ export class MessagePipeline {
     this.#sealer = sealer;
   }
 
+  /**
+   * One message: line endings → limits → checks → DKIM signing → ARC sealing, as header edits.
+   * Throws SmtpReplyError to refuse (line endings, header size, DMARC policy, From rule, signing).
+   */
   async process(data: Buffer, options: PipelineOptions): Promise<PreparedMessage> {
     const message = prepareMessage(data, this.#config.data.bareLineEndings);
     const split = splitMessage(message);
     if (split.header.length > this.#config.limits.maxHeaderSize) throw new SmtpReplyError(Replies.headerTooLarge);
+    const received = headerFields(split.header.toString('latin1'));
 
-    let header = split.header;
-    let chunks = [message];
+    // Topmost first; each step puts its fields above what is there, as an MTA prepends trace fields.
+    let add: string[] = [];
+    let remove: FieldReference[] = [];
     let inbound: InboundResults | undefined;
     let authenticationResults: string | undefined;
     if (options.check) {
       if (!this.#inbound) throw new Error('a verifying listener needs the inbound checks');
-      const inspected = await this.#inbound.inspect(split.header, message, options.check.spf, options.check.clientIp);
+      const inspected = await this.#inbound.inspect(received, message, options.check.spf, options.check.clientIp);
       inbound = inspected.results;
       authenticationResults = inspected.authenticationResults;
       this.#countVerifications(inbound);
       const dmarc = dmarcDecision(inbound.dmarc, this.#config.inbound.dmarc);
       if (dmarc.reply) throw new SmtpReplyError(dmarc.reply);
-      const added = Buffer.from(inspected.headerLines, 'latin1');
-      // Forged Authentication-Results removed → the header changed; otherwise keep the bytes as they are.
-      chunks = [added, ...(inspected.header === split.header ? [message] : [inspected.header, Buffer.from('\r\n'), split.body])];
-      header = Buffer.concat([added, inspected.header]);
+      add = inspected.add;
+      remove = inspected.remove;
     }
-    const size = () => chunks.reduce((total, chunk) => total + chunk.length, 0);
+    // The header as it will leave, so far: what signing and sealing must cover.
+    const header = () => Buffer.from(add.join('') + withoutFields(received, remove).map((field) => field.raw).join(''), 'latin1');
     let signing: PreparedMessage['signing'] = { signed: false, reason: 'listener-does-not-sign' };
     let signingMs: number | undefined;
-    // PRODUCT.md §2: mx never signs; it checks and tags.
-    if (options.role !== 'mx' && options.signs) {
+    if (options.signs) {
       const started = performance.now();
       let signed: SigningResult;
       try {
         // Signing runs after the checks, so the signatures cover any header field they added.
-        signed = await this.#signer.sign({ header, body: split.body }, { requireSingleFrom: options.role === 'submission' });
+        signed = await this.#signer.sign({ header: add.length || remove.length ? header() : split.header, body: split.body }, { requireSingleFrom: options.requireSingleFrom });
       } catch (error) {
         if (error instanceof SigningError) {
           for (const failed of error.signatures) this.#metrics.signature(failed.domain, failed.selector, failed.algorithm, 'error');
@@ -108,22 +118,23 @@ export class MessagePipeline {
         signingMs = performance.now() - started;
         this.#metrics.signingDuration(signingMs / 1000);
         for (const made of signed.signatures) this.#metrics.signature(made.domain, made.selector, made.algorithm, 'signed');
-        const lines = Buffer.from(signed.headerLines, 'latin1');
-        chunks = [lines, ...chunks];
-        header = Buffer.concat([lines, header]);
+        add = [...splitFieldLines(signed.headerLines), ...add];
       }
     }
     let arcSeal: ArcSealOutcome | undefined;
     if (this.#sealer && inbound && authenticationResults !== undefined) {
       // Sealing runs last: RFC 8617 §5.1 (step 1) has every modification, DKIM-Signature fields
       // included, made before sealing, so the set describes the message exactly as it leaves.
-      const sealed = await this.#seal(this.#sealer, { header, body: split.body }, inbound, authenticationResults);
+      const sealed = await this.#seal(this.#sealer, { header: header(), body: split.body }, inbound, authenticationResults);
       arcSeal = sealed.outcome;
-      if (sealed.headerLines) chunks = [Buffer.from(sealed.headerLines, 'latin1'), ...chunks];
+      if (sealed.headerLines) add = [...splitFieldLines(sealed.headerLines), ...add];
     }
+    const removedOctets = remove.length ? split.header.length - withoutFields(received, remove).reduce((total, field) => total + field.raw.length, 0) : 0;
     return {
-      chunks,
-      size: size(),
+      message,
+      header: split.header,
+      edits: { add, remove },
+      size: message.length - removedOctets + add.reduce((total, field) => total + field.length, 0),
       signing,
       ...(signingMs !== undefined ? { signingMs } : {}),
       ...(inbound ? { inbound } : {}),

@@ -9,18 +9,8 @@
 import net from 'node:net';
 import type { ClientIdentity, ForwardMode } from './types.ts';
 
-/** Every `relay.forward` value, for the config schema. */
-export const forwardModes = ['none', 'xclient', 'xforward', 'proxy-v1', 'proxy-v2'] as const satisfies readonly ForwardMode[];
-
-/**
- * True when the MTA applies its own access rules (relaying!) to the real client: XCLIENT and
- * PROXY replace the client the MTA sees. XFORWARD does not: it "overrides one or more
- * client-related logging attributes" (XFORWARD_README), so Postfix still judges relaying by the
- * connection from sello, and sello itself must keep refusing to relay on mx.
- */
-export function mtaSeesRealClient(mode: ForwardMode | undefined): boolean {
-  return mode === 'xclient' || mode === 'proxy-v1' || mode === 'proxy-v2';
-}
+// What each mode means for relaying is config data (config/relay-target.ts); re-exported here.
+export { forwardModes, mtaSeesRealClient } from '../config/relay-target.ts';
 
 const unavailable = '[UNAVAILABLE]';
 /** RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF. */

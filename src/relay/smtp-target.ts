@@ -1,46 +1,16 @@
 // The smtp://host:port and lmtp://host:port relay targets: one SmtpClient per client session.
-// Owns: parsing the target URL, building client options from the relay config, probing.
+// Owns: building client options from the relay config (the URL is parsed in config/), probing.
 // Must not: speak SMTP itself (smtp-client.ts does) or retry/queue anything.
 
 import net from 'node:net';
-import { ConfigError, RelayError } from '../errors.ts';
+import { parseSmtpUrl, type SmtpEndpoint } from '../config/relay-target.ts';
+import { RelayError } from '../errors.ts';
 import { advertisedAttributes, proxyHeader, proxyLocalHeader, xclientCommands, xforwardCommands } from './forwarding.ts';
 import { SmtpClient, type SmtpClientOptions } from './smtp-client.ts';
+
+// The URL is data the config validates (config/relay-target.ts); re-exported for the relay's users.
+export { parseSmtpUrl, type SmtpEndpoint };
 import type { ClientIdentity, ForwardMode, RelaySession, RelayTarget, SmtpRelayConfig } from './types.ts';
-
-export interface SmtpEndpoint {
-  readonly protocol: 'smtp' | 'lmtp';
-  /** Host name or IP address; IPv6 without brackets. */
-  readonly host: string;
-  readonly port: number;
-}
-
-// Default ports: SMTP 25 (RFC 5321 §4.5.4.2's well-known port); LMTP has none registered,
-// 24 ("any private mail system") is what Dovecot and Cyrus document for it.
-const defaultPorts = { smtp: 25, lmtp: 24 } as const;
-
-/** smtp://host[:port] or lmtp://host[:port], IPv6 as [::1]; nothing else in the URL. */
-export function parseSmtpUrl(url: string, configPath = 'relay.target'): SmtpEndpoint {
-  const invalid = (why: string) =>
-    new ConfigError(configPath, `"${url}" is not a usable relay target: ${why} (expected smtp://host:port or lmtp://host:port)`);
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw invalid('not a URL');
-  }
-  const protocol = parsed.protocol === 'smtp:' ? 'smtp' : parsed.protocol === 'lmtp:' ? 'lmtp' : undefined;
-  if (!protocol) throw invalid(`scheme ${parsed.protocol} is neither smtp: nor lmtp:`);
-  const host = parsed.hostname.startsWith('[') ? parsed.hostname.slice(1, -1) : parsed.hostname;
-  if (!host) throw invalid('no host');
-  if (parsed.username || parsed.password) throw invalid('credentials do not belong in the URL');
-  if ((parsed.pathname && parsed.pathname !== '/') || parsed.search || parsed.hash) {
-    throw invalid('a path, query or fragment has no meaning here');
-  }
-  const port = parsed.port ? Number(parsed.port) : defaultPorts[protocol];
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw invalid('port out of range');
-  return { protocol, host, port };
-}
 
 export class SmtpTarget implements RelayTarget {
   readonly description: string;

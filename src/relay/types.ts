@@ -23,13 +23,8 @@ export interface RecipientParameters {
   orcpt?: string;
 }
 
-/**
- * How the relay makes the real client known to the MTA (config `relay.forward`, PRODUCT.md §3):
- * not at all, XCLIENT or XFORWARD after EHLO (Postfix), or a PROXY protocol header before the
- * greeting (Exim `hosts_proxy`, Postfix `smtpd_upstream_proxy_protocol = haproxy`; v2 from
- * Postfix 3.5). See forwarding.ts.
- */
-export type ForwardMode = 'none' | 'xclient' | 'xforward' | 'proxy-v1' | 'proxy-v2';
+export type { ForwardMode } from '../config/relay-target.ts';
+import type { ForwardMode } from '../config/relay-target.ts';
 
 /**
  * Who the real client is: the socket peer, or the client a trusted peer of a filter listener

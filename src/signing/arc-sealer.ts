@@ -12,7 +12,7 @@ import { dkimBody } from 'mailauth/lib/dkim/body/index.js';
 import { parseDkimHeaders, parseHeaders } from 'mailauth/lib/tools.js';
 import { DEFAULT_SIGNED_FIELDS } from '../config/schema.ts';
 import { ArcSealError } from '../errors.ts';
-import type { SplitMessage } from '../pipeline/message.ts';
+import type { SplitMessage } from '../message/index.ts';
 
 /** What validating the chain as received gave (RFC 8617 §4.4 chain validation status). */
 export type ChainValidation = 'none' | 'pass' | 'fail';

@@ -5,7 +5,7 @@
 
 import type { SigningConfig } from '../config/schema.ts';
 import { SigningError } from '../errors.ts';
-import { singleFromAddress, type SplitMessage } from '../pipeline/message.ts';
+import { singleFromAddress, type SplitMessage } from '../message/index.ts';
 import { createSignatures, type SigningKey } from './dkim-signature.ts';
 import type { KeyStore } from './key-store.ts';
 import type { SigningTable } from './table.ts';

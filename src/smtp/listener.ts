@@ -1,23 +1,21 @@
-// One SMTP listener: the smtp-server session hooks of a submission or filter listener.
-// Owns: who may do what on a listener (AUTH only over TLS or loopback, trusted networks, the
-// role's rules), in-step proxying (each command answered with the MTA's own reply), turning
-// errors into SMTP replies, the decision record of each transaction and its metrics, and which
-// config a transaction runs with across reloads. Must not: sign or inspect messages itself
-// (pipeline/ does), or speak to the MTA other than through the RelaySession contract.
+// One SMTP listener of the proxy front end: smtp-server's session hooks translated into engine
+// session calls (pipeline/session.ts), and the engine's verdicts and header edits carried back
+// into replies and relayed bytes. Owns: the SMTP side (AUTH only over TLS or loopback, trusted
+// networks, client identity), in-step proxying (each command answered with the MTA's own reply),
+// turning errors into SMTP replies, and which config a transaction runs with across reloads.
+// Must not: decide anything about a transaction (the engine does: SPF, recipient policy, signing,
+// the decision record), or speak to the MTA other than through the RelaySession contract.
 
 import { BlockList, isIP } from 'node:net';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { CredentialStore } from '../auth/credentials.ts';
 import { isLoopback, type Config, type ListenerConfig } from '../config/schema.ts';
 import { RelayError, Replies, SmtpReplyError, type SmtpReply } from '../errors.ts';
+import { applyHeaderEdits, splitMessage } from '../message/index.ts';
 import type { Logger } from '../observability/logger.ts';
-import type { Metrics, TransactionOutcome } from '../observability/metrics.ts';
-import type { InboundChecks, SpfEvaluation } from '../pipeline/inbound.ts';
-import { isExemptRecipient, spfDecision } from '../pipeline/policy.ts';
-import type { ArcSealOutcome, MessagePipeline } from '../pipeline/transaction.ts';
-import { mtaSeesRealClient } from '../relay/forwarding.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import type { Engine, EngineSession, FrontEnd } from '../pipeline/index.ts';
 import type { ClientIdentity, Credentials, MailParameters, RecipientParameters, RelaySession, RelayTarget } from '../relay/types.ts';
-import type { SignatureMade } from '../signing/signer.ts';
 import { clientIdentity, sameClient } from './client-identity.ts';
 import { PromptSMTPServer } from './prompt-server.ts';
 import type { TlsMaterial } from './tls.ts';
@@ -26,9 +24,10 @@ export interface ListenerDependencies {
   config: Config;
   listener: ListenerConfig;
   relay: RelayTarget;
-  pipeline: MessagePipeline;
-  /** The mx role's SPF evaluation (at MAIL FROM). */
-  inbound: InboundChecks;
+  /** The transaction engine of this config generation: every decision is its. */
+  engine: Engine;
+  /** What this listener is to the engine (role, signs, verifies, whether the MTA judges relaying). */
+  frontEnd: FrontEnd;
   logger: Logger;
   /** Connections, replies, transactions, SPF results, relay errors and times are counted here. */
   metrics: Metrics;
@@ -36,36 +35,6 @@ export interface ListenerDependencies {
   tls?: TlsMaterial;
   /** Local AUTH (listener.auth.credentials); absent: AUTH is passed through to the MTA. */
   credentials?: CredentialStore;
-}
-
-/**
- * The decision record: exactly one log record per transaction (PRODUCT.md §7), written when it
- * ends — after the reply to DATA, or, for one that never got there (recipients refused, RSET,
- * QUIT), at the next MAIL FROM or when the connection closes. Never a password or message text.
- */
-interface TransactionRecord {
-  session: string;
-  listener: string;
-  client: string;
-  user?: unknown;
-  from: string;
-  /** Recipients the MTA accepted, and the reply codes of those refused. */
-  recipients: number;
-  refusedRecipients: number[];
-  spf?: { result: string; identity: string; domain: string; action: string };
-  dkim?: { domain: string; selector: string; result: string }[];
-  dmarc?: string;
-  arc?: string;
-  /** inbound.arc.seal: the set added (instance, cv), or why none was. */
-  arcSeal?: ArcSealOutcome;
-  size?: number;
-  /** Signatures made, or why none. */
-  signatures?: SignatureMade[];
-  unsigned?: string;
-  relay?: { relay: string; code: number; queueId?: string; recipients?: unknown };
-  outcome?: TransactionOutcome | 'abandoned';
-  error?: string;
-  durations: { totalMs?: number; spfMs?: number; signingMs?: number; relayMs?: number };
 }
 
 interface SessionState {
@@ -82,16 +51,14 @@ interface SessionState {
   relayClient?: ClientIdentity;
   /** The target `relay` was opened with (a reload may change it). */
   relayTarget?: RelayTarget;
-  /** The open transaction's decision record. */
-  record?: TransactionRecord;
+  /** The engine's session for this connection (renewed with `deps` after a reload). */
+  engine: EngineSession;
   /** Kept in memory (never logged) to authenticate again if the downstream connection drops. */
   credentials?: Credentials;
   /** The user sello itself authenticated (local AUTH); XCLIENT passes it on as LOGIN=. */
   localUser?: string;
+  /** A downstream transaction is open (MAIL accepted by the MTA, no data sent yet). */
   transactionOpen: boolean;
-  transactionStarted: number;
-  /** mx: this transaction's SPF evaluation (once, at MAIL FROM). */
-  spf?: SpfEvaluation;
 }
 
 /** An smtp-server callback error that produces exactly `reply` on the wire. */
@@ -208,13 +175,7 @@ export class Listener {
           );
         },
         onMailFrom: (address, session, callback) => this.#hook(session, callback, () => this.#onMailFrom(address, session)),
-        onRcptTo: (address, session, callback) =>
-          this.#hook(session, callback, () =>
-            this.#onRcptTo(address, session).catch((error: unknown) => {
-              this.#sessions.get(session.id)?.record?.refusedRecipients.push(replyCodeOf(error));
-              throw error;
-            }),
-          ),
+        onRcptTo: (address, session, callback) => this.#hook(session, callback, () => this.#onRcptTo(address, session)),
         onData: (stream, session, callback) => {
           this.#onData(stream, session).then(
             (text) => callback(null, text),
@@ -303,7 +264,13 @@ export class Listener {
     const address = session.remoteAddress;
     const count = (this.#connectionsPerAddress.get(address) ?? 0) + 1;
     this.#connectionsPerAddress.set(address, count);
-    this.#sessions.set(session.id, { deps: this.#deps, trusted: this.#isTrusted(address), peer: address, transactionOpen: false, transactionStarted: 0 });
+    this.#sessions.set(session.id, {
+      deps: this.#deps,
+      engine: this.#deps.engine.session(this.#deps.frontEnd),
+      trusted: this.#isTrusted(address),
+      peer: address,
+      transactionOpen: false,
+    });
     this.#deps.metrics.connectionOpened(this.name);
     if (count > this.#deps.config.limits.maxConnectionsPerIp) {
       return callback(replyError({ code: 421, enhanced: '4.7.0', text: 'Too many connections from your address, try again later' }));
@@ -378,180 +345,100 @@ export class Listener {
     return state.relay;
   }
 
-  /**
-   * Whether this transaction gets the inbound checks: mx for clients outside trustedNetworks
-   * (PRODUCT.md §5), and a filter with verify: true for whatever its trusted MTA passes on.
-   */
-  #inspects(state: SessionState): boolean {
-    const { listener } = state.deps;
-    return listener.role === 'mx' ? !state.trusted : listener.role === 'filter' && listener.verify === true;
-  }
-
   async #onMailFrom(address: SMTPServerAddress, session: SMTPServerSession): Promise<void> {
     const state = this.#state(session);
     // A transaction that never reached DATA ends here (its record is written).
-    this.#endWithoutData(state);
+    state.engine.abort();
     if (state.deps !== this.#deps) {
       // A reload since the last transaction: this one runs with the new config, trust included.
       state.deps = this.#deps;
+      state.engine = this.#deps.engine.session(this.#deps.frontEnd);
       state.trusted = this.#isTrusted(state.peer);
     }
-    const deps = state.deps;
-    if (deps.listener.role === 'submission' && !session.user && !state.trusted) {
-      // No signing oracle: nothing from an unauthenticated, untrusted client is ever signed.
-      throw new SmtpReplyError(Replies.authRequired);
-    }
-    if (deps.listener.role === 'filter' && !state.trusted) throw new SmtpReplyError(Replies.relayDenied);
-    state.spf = undefined;
-    const started = performance.now();
     const client = clientIdentity(session);
-    // A filter sees the MTA's address unless the MTA forwarded its client (XFORWARD/XCLIENT):
-    // SPF on the MTA itself would be meaningless, so it is left out (DKIM, DMARC, ARC still run).
-    const clientKnown = deps.listener.role === 'mx' || client.address !== state.peer;
-    if (this.#inspects(state) && clientKnown) {
-      // Evaluated once per transaction here; enforced per recipient at RCPT TO (exemptions).
-      state.spf = await deps.inbound.evaluateSpf(client.address, address.address, client.helo);
-      for (const outcome of state.spf.all) deps.metrics.spfDuration(outcome.durationMs / 1000);
-      const { decisive } = state.spf;
-      deps.metrics.spfResult(decisive.identity, decisive.result, spfDecision(decisive, deps.config.inbound.spf).action);
+    const verdict = await state.engine.mail(address.address, {
+      sessionId: session.id,
+      address: client.address,
+      // A filter sees the MTA's address unless the MTA forwarded its client (XFORWARD/XCLIENT).
+      addressKnown: state.deps.listener.role === 'mx' || client.address !== state.peer,
+      helo: client.helo,
+      ...(session.user ? { user: String(session.user) } : {}),
+      trusted: state.trusted,
+    });
+    if (verdict.action !== 'accept') throw new SmtpReplyError(verdict.reply);
+    try {
+      const relay = await this.#openRelay(session, state);
+      if (state.transactionOpen) {
+        // The client reset (RSET) or restarted its transaction; do the same downstream.
+        await relay.reset();
+        state.transactionOpen = false;
+      }
+      const reply = await relay.mailFrom(address.address, mailParameters(address));
+      if (reply.code >= 300) throw new SmtpReplyError(reply);
+    } catch (error) {
+      // The MTA did not take the transaction: it never started (no record).
+      state.engine.discard();
+      throw error;
     }
-    const relay = await this.#openRelay(session, state);
-    if (state.transactionOpen) {
-      // The client reset (RSET) or restarted its transaction; do the same downstream.
-      await relay.reset();
-      state.transactionOpen = false;
-    }
-    const reply = await relay.mailFrom(address.address, mailParameters(address));
-    if (reply.code >= 300) throw new SmtpReplyError(reply);
     state.transactionOpen = true;
-    state.transactionStarted = started;
-    const spf = state.spf;
-    state.record = {
-      session: session.id,
-      listener: this.name,
-      client: session.remoteAddress,
-      ...(session.user ? { user: session.user } : {}),
-      from: address.address,
-      recipients: 0,
-      refusedRecipients: [],
-      ...(spf
-        ? {
-            spf: { result: spf.decisive.result, identity: spf.decisive.identity, domain: spf.decisive.domain, action: spfDecision(spf.decisive, deps.config.inbound.spf).action },
-          }
-        : {}),
-      durations: spf ? { spfMs: Math.round(spf.all.reduce((total, outcome) => total + outcome.durationMs, 0)) } : {},
-    };
   }
 
   async #onRcptTo(address: SMTPServerAddress, session: SMTPServerSession): Promise<void> {
     const state = this.#state(session);
-    if (session.envelope.rcptTo.length >= state.deps.config.limits.maxRecipients) {
-      // RFC 5321 §4.5.3.1.10: 452 for too many recipients; the client sends the rest later.
-      throw new SmtpReplyError({ code: 452, enhanced: '4.5.3', text: 'Too many recipients' });
+    const verdict = await state.engine.rcpt(address.address);
+    if (verdict.action !== 'accept') throw new SmtpReplyError(verdict.reply);
+    try {
+      if (!state.relay || state.relay.closed || !state.transactionOpen) throw new RelayError('protocol', 'downstream transaction is gone');
+      // In step: the MTA's own reply for this recipient is the client's reply (PRODUCT.md §3).
+      const reply = await state.relay.rcptTo(address.address, recipientParameters(address));
+      if (reply.code >= 300) throw new SmtpReplyError(reply);
+    } catch (error) {
+      state.engine.recipientRefused(replyCodeOf(error));
+      throw error;
     }
-    if (this.#inspects(state)) this.#checkInboundRecipient(address.address, state);
-    if (!state.relay || state.relay.closed || !state.transactionOpen) throw new RelayError('protocol', 'downstream transaction is gone');
-    // In step: the MTA's own reply for this recipient is the client's reply (PRODUCT.md §3).
-    const reply = await state.relay.rcptTo(address.address, recipientParameters(address));
-    if (reply.code >= 300) throw new SmtpReplyError(reply);
-    if (state.record) state.record.recipients++;
-  }
-
-  /** mx: no open relay, then the SPF policy (postmaster@/abuse@ exempt). Throws the refusal. */
-  #checkInboundRecipient(recipient: string, state: SessionState): void {
-    const domain = recipient.slice(recipient.lastIndexOf('@') + 1).toLowerCase();
-    const { config, relay } = state.deps;
-    const local = config.inbound.localDomains.some((pattern) =>
-      pattern.startsWith('*.') ? domain.endsWith(pattern.slice(1)) : domain === pattern,
-    );
-    // Every connection reaches the MTA from 127.0.0.1, so the MTA cannot tell the Internet from
-    // itself: sello refuses to relay (PRODUCT.md §3) unless this listener's relay makes the MTA
-    // judge the real client (XCLIENT, PROXY; XFORWARD only changes the MTA's logs). A filter's
-    // MTA applied its own relay rules before it handed the recipient on.
-    if (state.deps.listener.role === 'mx' && !local && !mtaSeesRealClient(relay.forward)) throw new SmtpReplyError(Replies.relayDenied);
-    if (!state.spf || isExemptRecipient(recipient, config.inbound.exemptRecipients)) return;
-    const decision = spfDecision(state.spf.decisive, config.inbound.spf);
-    if (decision.reply) throw new SmtpReplyError(decision.reply);
   }
 
   async #onData(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
     const state = this.#state(session);
-    const deps = state.deps;
+    const engine = state.engine;
     const chunks: Buffer[] = [];
     for await (const chunk of stream) chunks.push(chunk as Buffer);
-    const record: TransactionRecord = state.record ?? {
-      session: session.id,
-      listener: this.name,
-      client: session.remoteAddress,
-      from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
-      recipients: 0,
-      refusedRecipients: [],
-      durations: {},
-    };
-    state.record = undefined;
-    record.recipients = session.envelope.rcptTo.length;
-    let outcome: TransactionOutcome = 'deferred';
+    let report: { relay: string; code: number; queueId?: string; recipients?: unknown; relayMs?: number } | undefined;
     try {
       if (stream.sizeExceeded) throw new SmtpReplyError(Replies.messageTooLarge);
       if (!state.relay || state.relay.closed || !state.transactionOpen) throw new RelayError('protocol', 'downstream transaction is gone');
-      const role = deps.listener.role;
-      const prepared = await deps.pipeline.process(Buffer.concat(chunks), {
-        role,
-        signs: role === 'submission' || (role === 'filter' && deps.listener.sign !== false),
-        ...(this.#inspects(state) ? { check: { clientIp: clientIdentity(session).address, spf: state.spf } } : {}),
-      });
-      if (prepared.inbound) {
-        record.dkim = prepared.inbound.dkim?.signatures.map(({ domain, selector, result }) => ({ domain, selector, result }));
-        if (prepared.inbound.dmarc) record.dmarc = prepared.inbound.dmarc.result;
-        if (prepared.inbound.arc) record.arc = prepared.inbound.arc.result;
-      }
-      if (prepared.arcSeal) {
-        record.arcSeal = prepared.arcSeal;
-        if (prepared.arcSeal.result === 'failed') {
-          deps.logger.warn({ session: session.id, listener: this.name, err: prepared.arcSeal.reason }, 'ARC sealing failed: the message is relayed unsealed');
-        }
-      }
-      record.size = prepared.size;
-      if (prepared.signing.signed) {
-        record.signatures = prepared.signing.signatures;
-        record.durations.signingMs = Math.round((prepared.signingMs ?? 0) * 1000) / 1000;
-      } else {
-        record.unsigned = prepared.signing.reason;
+      const verdict = await engine.end(Buffer.concat(chunks));
+      if (verdict.action !== 'accept') {
+        // The engine wrote the record; refusing after DATA aborts the downstream transaction.
+        await this.#abortDownstream(state);
+        throw new SmtpReplyError(verdict.reply);
       }
       const relayStarted = performance.now();
-      const reply = await state.relay.data(prepared.chunks);
-      const relayMs = performance.now() - relayStarted;
-      deps.metrics.relayDuration(deps.relay.description, relayMs / 1000);
-      record.durations.relayMs = Math.round(relayMs);
+      const reply = await state.relay.data(applyHeaderEdits(verdict.message, splitMessage(verdict.message).header, verdict.edits));
       state.transactionOpen = false;
-      // LMTP folds per-recipient replies into one; the log keeps each (a partial failure means a retry).
-      record.relay = {
-        relay: deps.relay.description,
+      report = {
+        relay: state.deps.relay.description,
         code: reply.code,
         ...(reply.queueId ? { queueId: reply.queueId } : {}),
         ...(reply.recipientReplies ? { recipients: reply.recipientReplies } : {}),
+        relayMs: performance.now() - relayStarted,
       };
       if (reply.code !== 250) throw new SmtpReplyError(reply);
       // PRODUCT.md §3: 250 only now, after the MTA's 250 for the same bytes.
-      outcome = 'relayed';
-      if (!prepared.signing.signed) deps.metrics.unsigned(this.name, prepared.signing.reason);
+      engine.delivered(report);
       return `2.0.0 OK${reply.queueId ? `: queued as ${reply.queueId}` : ''}`;
     } catch (error) {
-      outcome = replyCodeOf(error) >= 500 ? 'rejected' : 'deferred';
-      record.error = error instanceof Error ? error.message : String(error);
-      if (state.transactionOpen && state.relay && !state.relay.closed) {
-        // Refusing after DATA aborts the downstream transaction: the final dot is never sent.
-        await state.relay.reset().catch(() => undefined);
-      }
-      state.transactionOpen = false;
+      const reply = error instanceof SmtpReplyError || error instanceof RelayError ? error.reply : Replies.localError;
+      engine.failed(reply, error instanceof Error ? error.message : String(error), report);
+      await this.#abortDownstream(state);
       throw error;
-    } finally {
-      const totalMs = performance.now() - state.transactionStarted;
-      record.outcome = outcome;
-      record.durations.totalMs = Math.round(totalMs);
-      deps.metrics.transaction(this.name, outcome, totalMs / 1000);
-      deps.logger.info(record, 'transaction');
     }
+  }
+
+  /** Refusing after DATA aborts the downstream transaction: the final dot is never sent. */
+  async #abortDownstream(state: SessionState): Promise<void> {
+    if (state.transactionOpen && state.relay && !state.relay.closed) await state.relay.reset().catch(() => undefined);
+    state.transactionOpen = false;
   }
 
   #onClose(session: SMTPServerSession): void {
@@ -564,23 +451,9 @@ export class Listener {
     // QUIT without a final dot: an unfinished transaction is abandoned downstream too.
     void state?.relay?.close();
     if (state) {
-      this.#endWithoutData(state);
+      state.engine.abort();
       state.deps.metrics.connectionClosed(this.name);
     }
-  }
-
-  /**
-   * Writes the record of a transaction that ended before DATA. Its outcome is what the client
-   * was told: every recipient refused → rejected (a 5xx among them) or deferred; else abandoned.
-   */
-  #endWithoutData(state: SessionState): void {
-    const record = state.record;
-    if (!record) return;
-    state.record = undefined;
-    const refused = record.refusedRecipients;
-    record.outcome = record.recipients === 0 && refused.length > 0 ? (refused.some((code) => code >= 500) ? 'rejected' : 'deferred') : 'abandoned';
-    record.durations.totalMs = Math.round(performance.now() - state.transactionStarted);
-    state.deps.logger.info(record, 'transaction');
   }
 
   #hook(session: SMTPServerSession, callback: (error?: Error | null) => void, work: () => Promise<void>): void {

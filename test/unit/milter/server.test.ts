@@ -8,11 +8,15 @@ import { describe, test, type TestContext } from 'node:test';
 import { parseConfig } from '../../../src/config/load.ts';
 import type { SmtpReply } from '../../../src/errors.ts';
 import { MilterServer } from '../../../src/milter/server.ts';
+import type { DecisionRecord } from '../../../src/pipeline/decision-record.ts';
 import type { ClientFacts, DeliveryReport, Engine, EngineSession, EndVerdict, FrontEnd, Verdict } from '../../../src/pipeline/session.ts';
 import { captureLog } from '../../helpers/log.ts';
 import { milterPacket, mta, MilterTestClient, uint32 } from '../../helpers/milter-client.ts';
 
 type Call = [string, ...unknown[]];
+
+/** The record an accepting end verdict carries (the fake engine keeps none of its own). */
+const record: DecisionRecord = { version: 1, session: 'fake', listener: 'milter', client: '', from: '', recipients: 0, refusedRecipients: [], durations: {} };
 
 /** An engine that records every call and answers what the test scripted. */
 class FakeEngine implements Engine {
@@ -20,7 +24,7 @@ class FakeEngine implements Engine {
   frontEnds: FrontEnd[] = [];
   mailVerdict: Verdict = { action: 'accept' };
   rcptVerdict: (to: string) => Verdict = () => ({ action: 'accept' });
-  endVerdict: (message: Buffer) => EndVerdict = (message) => ({ action: 'accept', edits: { add: [], remove: [] }, message });
+  endVerdict: (message: Buffer) => EndVerdict = (message) => ({ action: 'accept', edits: { add: [], remove: [] }, message, record });
 
   session(frontEnd: FrontEnd): EngineSession {
     this.frontEnds.push(frontEnd);
@@ -70,7 +74,9 @@ async function startMilter(t: TestContext, listener: Record<string, unknown> = {
     listeners: [{ name: 'milter', role: 'milter', listen: 'inet:127.0.0.1:0', trustedNetworks: ['10.0.0.0/8'], ...listener }],
     limits,
   });
-  const server = new MilterServer({ config, listener: config.listeners[0]!, engine, logger: log.logger, maxPacketSize: 2048 });
+  const listenerConfig = config.listeners[0]!;
+  const frontEnd: FrontEnd = { listener: 'milter', role: 'milter', signs: listenerConfig.sign ?? true, verifies: listenerConfig.verify ?? true, mtaJudgesRelay: true };
+  const server = new MilterServer({ config, listener: listenerConfig, engine, frontEnd, logger: log.logger, maxPacketSize: 2048 });
   const { port } = await server.start();
   t.after(() => server.close());
   const connect = async () => {
@@ -138,6 +144,7 @@ describe('a signed message (authenticated client)', () => {
     engine.endVerdict = (message) => ({
       action: 'accept',
       message,
+      record,
       edits: {
         add: ['DKIM-Signature: v=1; a=rsa-sha256; d=example.org;\r\n\tb=abc\r\n', 'Authentication-Results: mx.example.org; spf=pass\r\n'],
         remove: [

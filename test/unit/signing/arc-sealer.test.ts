@@ -14,7 +14,7 @@ import { after, before, test } from 'node:test';
 import { authenticate, sealMessage } from 'mailauth';
 import { main } from '../../../src/cli/run.ts';
 import { ArcSealError, ConfigError } from '../../../src/errors.ts';
-import { splitMessage } from '../../../src/pipeline/message.ts';
+import { splitMessage } from '../../../src/message/index.ts';
 import { arcPosition, ArcSealer, type ArcSealResult, type ChainValidation } from '../../../src/signing/arc-sealer.ts';
 import { loadArcSealKey } from '../../../src/signing/key-store.ts';
 import { generateKey, writeKey } from '../../../src/signing/keys.ts';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { SmtpReplyError } from '../../../src/errors.ts';
-import { hasBareLineEnding, headerValues, normalizeLineEndings, prepareMessage, singleFromAddress, splitMessage } from '../../../src/pipeline/message.ts';
+import { hasBareLineEnding, headerValues, normalizeLineEndings, prepareMessage, singleFromAddress, splitMessage } from '../../../src/message/index.ts';
 
 const b = (text: string) => Buffer.from(text, 'latin1');
 

@@ -8,7 +8,7 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmod, copyFile, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startSello, type RunningSello } from '../../src/app.ts';
@@ -22,7 +22,7 @@ import { checkCyrusSasl, setUpSite, SITE_MAIN_CF } from '../helpers/postfix-site
 import { startPostfix, type Postfix } from '../helpers/postfix.ts';
 import { makeKeys } from '../helpers/sello.ts';
 import { SmtpDialog, sendMail } from '../helpers/smtp-dialog.ts';
-import { checkDkimpy, checkExim, checkPostfix, freePort, postfixPaths, removeTempDir, suiteOptions, tempDir } from '../helpers/tools.ts';
+import { checkDkimpy, checkExim, checkPostfix, freePort, postfixPaths, removeTempDir, suiteOptions } from '../helpers/tools.ts';
 import type { DnsServer } from '../helpers/dns-server.ts';
 
 const ROOT = path.join(import.meta.dirname, '../..');
@@ -62,7 +62,6 @@ describe('sello as Postfix milter (smtpd_milters, non_smtpd_milters)', suiteOpti
   let postfix: Postfix;
   let sello: RunningSello;
   let keysDir: string;
-  let commandDirectory: string;
 
   before(async () => {
     const keys = await makeKeys([{ domain: 'example.org', selector: 'mil', algorithm: 'rsa' }]);
@@ -74,13 +73,6 @@ describe('sello as Postfix milter (smtpd_milters, non_smtpd_milters)', suiteOpti
     });
     exim = await startExim({ dnsServer: dns, localDomains: ['remote.example'] });
     const milterPort = await freePort('127.0.0.1');
-    // sendmail(1) hands mail to postdrop with only export_environment, and postdrop is setgid
-    // postdrop, so the loader would ignore LD_LIBRARY_PATH anyway; the unpacked tree's libraries
-    // are not where its RUNPATH looks. A copy without the setgid bit (run by root, who may write
-    // the maildrop) and LD_LIBRARY_PATH exported do the same job.
-    commandDirectory = await tempDir();
-    await copyFile(path.join(postfixPaths().commandDirectory, 'postdrop'), path.join(commandDirectory, 'postdrop'));
-    await chmod(path.join(commandDirectory, 'postdrop'), 0o755);
     sello = await startSello(
       parseConfig({
         hostname: AUTHSERV_ID,
@@ -98,7 +90,8 @@ describe('sello as Postfix milter (smtpd_milters, non_smtpd_milters)', suiteOpti
         // "The Internet" is the Exim that verifies DKIM.
         `transport_maps = inline:{remote.example=smtp:[127.0.0.1]:${exim.port}}`,
         ...(await shippedMainMilter(milterPort)),
-        `command_directory = ${commandDirectory}`,
+        // sendmail(1) runs postdrop with export_environment only; the unpacked tree's libraries
+        // are not where postdrop's RUNPATH looks.
         'export_environment = TZ MAIL_CONFIG LANG LD_LIBRARY_PATH',
       ],
       services: { submission: { options: ['smtpd_sasl_auth_enable=yes', 'smtpd_relay_restrictions=permit_sasl_authenticated,reject'] } },
@@ -111,7 +104,6 @@ describe('sello as Postfix milter (smtpd_milters, non_smtpd_milters)', suiteOpti
     await exim?.close();
     await dns?.close();
     if (keysDir) await removeTempDir(keysDir);
-    if (commandDirectory) await removeTempDir(commandDirectory);
   });
 
   /** The copy Exim got with this Subject, checked by Exim's own verifier and by dkimpy. */

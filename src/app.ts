@@ -232,6 +232,8 @@ function keepsSocket(before: ListenerConfig, after: ListenerConfig): boolean {
 }
 
 function sameAddress(a: ListenerConfig['listen'], b: ListenerConfig['listen']): boolean {
+  // A milter's unix socket is one path: the old listener must let go of it first.
+  if (a.path !== undefined || b.path !== undefined) return a.path === b.path;
   return a.port !== 0 && a.port === b.port && a.host === b.host;
 }
 

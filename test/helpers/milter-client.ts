@@ -75,9 +75,11 @@ export class MilterTestClient {
     socket.on('error', () => undefined);
   }
 
-  static connect(port: number, host = '127.0.0.1'): Promise<MilterTestClient> {
+  /** Connects to a TCP port on `host`, or to the unix socket at `port` when it is a path. */
+  static connect(port: number | string, host = '127.0.0.1'): Promise<MilterTestClient> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect(port, host, () => resolve(new MilterTestClient(socket)));
+      const onConnect = () => resolve(new MilterTestClient(socket));
+      const socket = typeof port === 'string' ? net.connect(port, onConnect) : net.connect(port, host, onConnect);
       socket.once('error', reject);
     });
   }

@@ -1,7 +1,9 @@
-// The load generator: C persistent SMTP sessions (nodemailer's SMTPConnection, the client under
-// nodemailer's pooled transport, with PIPELINING when offered), each sending message after
-// message over its one connection as an MTA's connection cache does. A message's latency is
-// the time from MAIL FROM being written to the 250 after the final dot (SMTPConnection.send).
+// The load generator: C SMTP clients at once (nodemailer's SMTPConnection, the client under
+// nodemailer's pooled transport, with PIPELINING when offered). Mode `session`: each keeps one
+// connection and sends message after message over it, as an MTA's connection cache does; a
+// message's latency is from MAIL FROM being written to the 250 after the final dot. Mode
+// `connection`: each message on a new connection (connect, greeting, EHLO, the transaction,
+// QUIT), as most MTAs and mail clients send; its latency is from connect to that 250.
 // Owns: connections, the shared message counter, per-message timing. Must not: know whether
 // it talks to sello or to the sink; every setup goes through exactly this code.
 
@@ -128,5 +130,67 @@ export class LoadGenerator {
       if (this.#broken.has(connection)) connection.close();
       else connection.quit();
     }
+  }
+}
+
+/**
+ * Mode `connection`: `concurrency` clients, each opening a new connection per message and
+ * QUITting it after the 250 (the QUIT is not waited for: the next message starts at once).
+ */
+export class PerConnectionLoad {
+  readonly #port: number;
+  readonly #concurrency: number;
+  readonly #open = new Set<SMTPConnection>();
+
+  constructor(port: number, concurrency: number) {
+    this.#port = port;
+    this.#concurrency = concurrency;
+  }
+
+  async run(count: number, envelope: Envelope, message: Buffer, options: { minimumMs?: number; deadlineMs: number }): Promise<LoadResult> {
+    const latencies: number[] = [];
+    let sent = 0;
+    let errors = 0;
+    const errorSamples = new Set<string>();
+    const started = performance.now();
+    const minimumEnd = started + (options.minimumMs ?? 0);
+    const deadline = started + options.deadlineMs;
+    const cpuBefore = process.cpuUsage();
+
+    const client = async () => {
+      for (;;) {
+        const now = performance.now();
+        if (sent >= count && now >= minimumEnd) break;
+        if (now > deadline) throw new Error(`run did not finish within ${options.deadlineMs} ms`);
+        sent++;
+        let connection: SMTPConnection | undefined;
+        try {
+          connection = await connectOne(this.#port);
+          this.#open.add(connection);
+          await sendOne(connection, envelope, message);
+          latencies.push(performance.now() - now);
+        } catch (error) {
+          errors++;
+          if (errorSamples.size < 3) errorSamples.add(error instanceof Error ? error.message : String(error));
+        } finally {
+          if (connection) {
+            const done = connection;
+            done.once('end', () => this.#open.delete(done));
+            done.on('error', () => this.#open.delete(done));
+            done.quit();
+          }
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: this.#concurrency }, client));
+    const wallMs = performance.now() - started;
+    const cpu = process.cpuUsage(cpuBefore);
+    return { latenciesMs: Float64Array.from(latencies), sent, wallMs, clientCpuMicros: cpu.user + cpu.system, errors, errorSamples: [...errorSamples] };
+  }
+
+  /** Cuts whatever has not finished its QUIT yet. */
+  close(): void {
+    for (const connection of this.#open) connection.close();
+    this.#open.clear();
   }
 }

@@ -1,14 +1,21 @@
 // The benchmark's numbers and how they are shown: percentiles of one run, medians over repeats,
-// ratios between setups, and the text table (or JSON) printed at the end.
+// ratios between setups (every sello setup against the proxy-shape baseline p, per load mode),
+// and the text table (or JSON) printed at the end.
 // Owns: statistics and formatting. Must not: run anything or decide what is measured.
 
-export type SetupId = 'c' | 'b' | 'a-rsa' | 'a';
+export type SetupId = 'c' | 'p' | 'b' | 'a-rsa' | 'a' | 'a-workers';
+
+/** session: persistent client connections; connection: one message per connection (load.ts). */
+export type LoadMode = 'session' | 'connection';
+export const loadModes: readonly LoadMode[] = ['session', 'connection'];
 
 export interface Setup {
   id: SetupId;
   label: string;
-  /** false: the client talks to the sink directly (the baseline). */
-  viaSello: boolean;
+  /** What the client talks to: the sink itself, sello, or the proxy-shape baseline (proxy-process.ts). */
+  under: 'sink' | 'sello' | 'proxy';
+  /** sello only: worker processes (`workers`); 1 = sello's single-process mode. */
+  workers?: number;
   fromDomain: string;
   /** DKIM-Signature fields the sink must find on every message. */
   signaturesPerMessage: number;
@@ -17,6 +24,7 @@ export interface Setup {
 /** One measurement: one setup, one size, one repeat, in fresh processes. */
 export interface Run {
   setup: SetupId;
+  mode: LoadMode;
   size: number;
   repeat: number;
   messages: number;
@@ -24,14 +32,18 @@ export interface Run {
   latencyMs: { p50: number; p90: number; p99: number; max: number };
   errors: number;
   errorSamples: string[];
-  /** CPU time per timed message, µs, of each process (warm-up excluded). */
-  cpuMicrosPerMessage: { client: number; sello?: number; sink: number };
-  /** Peak RSS over the process's life (start-up, warm-up, run), and RSS right after start-up. */
-  memory: { selloPeakBytes?: number; selloStartBytes?: number; sinkPeakBytes: number; sinkStartBytes: number };
+  /** CPU time per timed message, µs, of each process (warm-up excluded); underTest: sello or the proxy, all its processes. */
+  cpuMicrosPerMessage: { client: number; underTest?: number; sink: number };
+  /**
+   * Of the process under test (sello, all workers summed, or the proxy): RSS right after
+   * start-up, peak RSS over its life (start-up, warm-up, run), RSS after the timed run.
+   */
+  memory: { underTestPeakBytes?: number; underTestStartBytes?: number; underTestEndBytes?: number; sinkPeakBytes: number; sinkStartBytes: number };
 }
 
 export interface Summary {
   setup: SetupId;
+  mode: LoadMode;
   size: number;
   /** Medians over the repeats, field by field. */
   messages: number;
@@ -39,12 +51,13 @@ export interface Summary {
   /** (max − min) / median of messages/s over the repeats. */
   throughputSpread: number;
   latencyMs: { p50: number; p90: number; p99: number };
-  cpuMicrosPerMessage: { client: number; sello?: number; sink: number };
-  memory: { selloPeakBytes?: number; selloStartBytes?: number; sinkPeakBytes: number };
+  cpuMicrosPerMessage: { client: number; underTest?: number; sink: number };
+  memory: { underTestPeakBytes?: number; underTestStartBytes?: number; underTestEndBytes?: number; sinkPeakBytes: number };
   errors: number;
 }
 
 export interface Ratio {
+  mode: LoadMode;
   size: number;
   /** e.g. "a/c": numerator setup / denominator setup. */
   name: string;
@@ -53,8 +66,10 @@ export interface Ratio {
   /** latency ratios: > 1 means the numerator setup is slower. */
   p50: number;
   p99: number;
-  /** sello CPU time per message ratio, when both setups run sello (the least noisy measure). */
-  selloCpu?: number;
+  /** CPU time per message of the process under test, ratio (the least noisy measure). */
+  cpu?: number;
+  /** The same as a difference: ms per message more than the denominator's process. */
+  cpuDeltaMs?: number;
 }
 
 export interface Report {
@@ -66,6 +81,7 @@ export interface Report {
     concurrency: number;
     repeat: number;
     sizes: number[];
+    modes: LoadMode[];
     client: string;
     latency: string;
     sello: string;
@@ -95,15 +111,17 @@ function optionalMedian(values: readonly (number | undefined)[]): number | undef
   return present.length ? median(present) : undefined;
 }
 
-export function summarize(runs: readonly Run[], setup: SetupId, size: number): Summary {
-  const own = runs.filter((run) => run.setup === setup && run.size === size);
+export function summarize(runs: readonly Run[], setup: SetupId, mode: LoadMode, size: number): Summary {
+  const own = runs.filter((run) => run.setup === setup && run.mode === mode && run.size === size);
   const throughput = own.map((run) => run.messagesPerSecond);
   const middle = median(throughput);
-  const selloCpu = optionalMedian(own.map((run) => run.cpuMicrosPerMessage.sello));
-  const selloPeak = optionalMedian(own.map((run) => run.memory.selloPeakBytes));
-  const selloStart = optionalMedian(own.map((run) => run.memory.selloStartBytes));
+  const underTestCpu = optionalMedian(own.map((run) => run.cpuMicrosPerMessage.underTest));
+  const underTestPeak = optionalMedian(own.map((run) => run.memory.underTestPeakBytes));
+  const underTestStart = optionalMedian(own.map((run) => run.memory.underTestStartBytes));
+  const underTestEnd = optionalMedian(own.map((run) => run.memory.underTestEndBytes));
   return {
     setup,
+    mode,
     size,
     messages: median(own.map((run) => run.messages)),
     messagesPerSecond: middle,
@@ -115,12 +133,13 @@ export function summarize(runs: readonly Run[], setup: SetupId, size: number): S
     },
     cpuMicrosPerMessage: {
       client: median(own.map((run) => run.cpuMicrosPerMessage.client)),
-      ...(selloCpu === undefined ? {} : { sello: selloCpu }),
+      ...(underTestCpu === undefined ? {} : { underTest: underTestCpu }),
       sink: median(own.map((run) => run.cpuMicrosPerMessage.sink)),
     },
     memory: {
-      ...(selloPeak === undefined ? {} : { selloPeakBytes: selloPeak }),
-      ...(selloStart === undefined ? {} : { selloStartBytes: selloStart }),
+      ...(underTestPeak === undefined ? {} : { underTestPeakBytes: underTestPeak }),
+      ...(underTestStart === undefined ? {} : { underTestStartBytes: underTestStart }),
+      ...(underTestEnd === undefined ? {} : { underTestEndBytes: underTestEnd }),
       sinkPeakBytes: median(own.map((run) => run.memory.sinkPeakBytes)),
     },
     errors: own.reduce((sum, run) => sum + run.errors, 0),
@@ -128,21 +147,22 @@ export function summarize(runs: readonly Run[], setup: SetupId, size: number): S
 }
 
 /** Ratios of medians (same run, setups interleaved), for each pair that exists. */
-export function ratios(summaries: readonly Summary[], size: number, pairs: readonly [SetupId, SetupId][]): Ratio[] {
-  const find = (setup: SetupId) => summaries.find((summary) => summary.setup === setup && summary.size === size);
+export function ratios(summaries: readonly Summary[], mode: LoadMode, size: number, pairs: readonly [SetupId, SetupId][]): Ratio[] {
+  const find = (setup: SetupId) => summaries.find((summary) => summary.setup === setup && summary.mode === mode && summary.size === size);
   return pairs.flatMap(([top, bottom]) => {
     const numerator = find(top);
     const denominator = find(bottom);
     if (!numerator || !denominator) return [];
-    const topCpu = numerator.cpuMicrosPerMessage.sello;
-    const bottomCpu = denominator.cpuMicrosPerMessage.sello;
+    const topCpu = numerator.cpuMicrosPerMessage.underTest;
+    const bottomCpu = denominator.cpuMicrosPerMessage.underTest;
     return [{
+      mode,
       size,
       name: `${top}/${bottom}`,
       throughput: numerator.messagesPerSecond / denominator.messagesPerSecond,
       p50: numerator.latencyMs.p50 / denominator.latencyMs.p50,
       p99: numerator.latencyMs.p99 / denominator.latencyMs.p99,
-      ...(topCpu !== undefined && bottomCpu !== undefined ? { selloCpu: topCpu / bottomCpu } : {}),
+      ...(topCpu !== undefined && bottomCpu !== undefined ? { cpu: topCpu / bottomCpu, cpuDeltaMs: (topCpu - bottomCpu) / 1000 } : {}),
     }];
   });
 }
@@ -163,18 +183,18 @@ export function formatReport(report: Report): string {
   const out: string[] = [];
   out.push('sello relay benchmark');
   out.push(`machine     ${machine.cores} cores (${machine.cpu}), ${(machine.memoryBytes / 2 ** 30).toFixed(1)} GiB, ${machine.os}, Node ${machine.node}, load average at start ${machine.loadAverageAtStart.map((load) => load.toFixed(2)).join(' ')}`);
-  out.push(`parameters  ${parameters.messages} timed messages per run (more if they take under ${parameters.minimumSeconds} s) after ${parameters.warmup} warm-up, concurrency ${parameters.concurrency}, ${parameters.repeat} repeats (setups interleaved, fresh processes per run), sizes ${parameters.sizes.join(', ')} bytes`);
+  out.push(`parameters  ${parameters.messages} timed messages per run (more if they take under ${parameters.minimumSeconds} s) after ${parameters.warmup} warm-up, concurrency ${parameters.concurrency}, ${parameters.repeat} repeats (setups interleaved, fresh processes per run), sizes ${parameters.sizes.join(', ')} bytes, modes ${parameters.modes.join(', ')}`);
   out.push(`client      ${parameters.client}`);
   out.push(`latency     ${parameters.latency}`);
   out.push(`sello       ${parameters.sello}`);
   out.push('setups      ' + report.setups.map((setup) => `${setup.id}: ${setup.label}`).join('\n            '));
   out.push(`all figures are medians over the ${parameters.repeat} repeats; spread = (max - min) / median of msg/s`);
 
-  for (const size of parameters.sizes) {
+  for (const mode of parameters.modes) for (const size of parameters.sizes) {
     out.push('');
-    out.push(`── ${sizeLabel(size)} messages (${size} bytes) ──`);
+    out.push(`── ${sizeLabel(size)} messages (${size} bytes), ${mode === 'connection' ? 'one message per connection' : 'persistent sessions'} ──`);
     const rows = report.setups.map((setup) => {
-      const summary = report.summaries.find((entry) => entry.setup === setup.id && entry.size === size);
+      const summary = report.summaries.find((entry) => entry.setup === setup.id && entry.mode === mode && entry.size === size);
       if (!summary) return [setup.id];
       return [
         setup.id,
@@ -184,27 +204,27 @@ export function formatReport(report: Report): string {
         fixed(summary.latencyMs.p50, 2),
         fixed(summary.latencyMs.p90, 2),
         fixed(summary.latencyMs.p99, 2),
-        summary.memory.selloPeakBytes === undefined ? '-' : `${mib(summary.memory.selloStartBytes)} → ${mib(summary.memory.selloPeakBytes)}`,
+        summary.memory.underTestPeakBytes === undefined ? '-' : `${mib(summary.memory.underTestStartBytes)} → ${mib(summary.memory.underTestPeakBytes)} → ${mib(summary.memory.underTestEndBytes)}`,
         mib(summary.memory.sinkPeakBytes),
         fixed(summary.cpuMicrosPerMessage.client, 0),
-        fixed(summary.cpuMicrosPerMessage.sello, 0),
+        fixed(summary.cpuMicrosPerMessage.underTest, 0),
         fixed(summary.cpuMicrosPerMessage.sink, 0),
         String(summary.errors),
       ];
     });
     out.push(
       table(
-        ['setup', 'timed', 'msg/s', 'spread', 'p50 ms', 'p90 ms', 'p99 ms', 'sello RSS MiB start → peak', 'sink peak MiB', 'CPU µs/msg client', 'sello', 'sink', 'errors'],
+        ['setup', 'timed', 'msg/s', 'spread', 'p50 ms', 'p90 ms', 'p99 ms', 'under test RSS MiB start → peak → after', 'sink peak MiB', 'CPU µs/msg client', 'under test', 'sink', 'errors'],
         rows,
       ),
     );
-    const sizeRatios = report.ratios.filter((ratio) => ratio.size === size);
+    const sizeRatios = report.ratios.filter((ratio) => ratio.mode === mode && ratio.size === size);
     if (sizeRatios.length) {
       out.push('');
       out.push(
         table(
-          ['ratio', 'msg/s (<1 slower)', 'p50 latency (>1 slower)', 'p99 latency', 'sello CPU µs/msg'],
-          sizeRatios.map((ratio) => [ratio.name, fixed(ratio.throughput, 2), fixed(ratio.p50, 2), fixed(ratio.p99, 2), fixed(ratio.selloCpu, 2)]),
+          ['ratio', 'msg/s (<1 slower)', 'p50 latency (>1 slower)', 'p99 latency', 'CPU µs/msg under test', 'CPU ms/msg more'],
+          sizeRatios.map((ratio) => [ratio.name, fixed(ratio.throughput, 2), fixed(ratio.p50, 2), fixed(ratio.p99, 2), fixed(ratio.cpu, 2), fixed(ratio.cpuDeltaMs, 2)]),
         ),
       );
     }
@@ -213,7 +233,7 @@ export function formatReport(report: Report): string {
   if (errors.length) {
     out.push('');
     out.push('ERRORS (these runs are not trustworthy):');
-    for (const run of errors) out.push(`  ${run.setup} ${sizeLabel(run.size)} repeat ${run.repeat}: ${run.errors} failed: ${run.errorSamples.join(' | ')}`);
+    for (const run of errors) out.push(`  ${run.setup} ${run.mode} ${sizeLabel(run.size)} repeat ${run.repeat}: ${run.errors} failed: ${run.errorSamples.join(' | ')}`);
   }
   out.push('');
   out.push(`took ${report.durationSeconds.toFixed(0)} s`);

@@ -16,6 +16,8 @@ import { createRelayTarget, mtaSeesRealClient } from './relay/index.ts';
 import type { RelayTarget } from './relay/types.ts';
 import { ArcSealer } from './signing/arc-sealer.ts';
 import { loadArcSealKey, loadKeyStore, type KeyInfo, type KeyStore } from './signing/key-store.ts';
+import { rotatedSigningDomains, type HeldPromotions } from './signing/rotation.ts';
+import { RotationWatcher } from './signing/rotation-watcher.ts';
 import { Signer } from './signing/signer.ts';
 import { SigningTable } from './signing/table.ts';
 import { MilterServer } from './milter/server.ts';
@@ -50,6 +52,8 @@ export interface SigningSetup {
   table: SigningTable;
   keys: KeyStore;
   signer: Signer;
+  /** The signing table as used: signing.domains with each domain's rotation.yaml applied. */
+  domains: Readonly<Record<string, string | readonly string[]>>;
   /** inbound.arc.seal: the sealer, its key's description and the key's warnings; absent when off. */
   arc?: { sealer: ArcSealer; key: KeyInfo; warnings: readonly string[] };
 }
@@ -58,13 +62,15 @@ export interface SigningSetup {
  * Loads the keys the signing table names and the ARC sealing key; shared by serve, sign and
  * check-config, so a bad key fails all three (and a SIGHUP reload) the same way.
  */
-export async function loadSigning(config: Config, now?: () => Date): Promise<SigningSetup> {
-  const table = new SigningTable(config.signing.domains);
+export async function loadSigning(config: Config, now?: () => Date, heldPromotions?: HeldPromotions): Promise<SigningSetup> {
+  const { domains } = await rotatedSigningDomains(config.signing.domains, config.signing.keysDir, heldPromotions);
+  const table = new SigningTable(domains);
   const keys = await loadKeyStore(config.signing.keysDir, table);
   const seal = config.inbound.arc.seal;
   const arc = seal ? await loadArcSealKey(config.signing.keysDir, seal.domain, seal.selector) : undefined;
   return {
     table,
+    domains,
     keys,
     signer: new Signer(table, keys, config.signing, now),
     ...(arc ? { arc: { sealer: new ArcSealer(arc.key, now), key: arc.info, warnings: arc.warnings } } : {}),
@@ -99,6 +105,7 @@ export function relayTargetFor(config: Config, relay: RelayConfig, configPath: s
       helo: relay.helo ?? config.hostname,
       forward: relay.forward,
       timeouts: { connectMs: relay.timeouts.connect, commandMs: relay.timeouts.command, dataMs: relay.timeouts.data },
+      pool: { maxIdle: relay.pool.maxIdle, idleTimeoutMs: relay.pool.idleTimeout, maxTransactions: relay.pool.maxTransactions },
     },
     configPath,
   );
@@ -112,6 +119,8 @@ export interface StartOptions {
   operationsEndpoint?: boolean;
   /** How long a /readyz answer is reused (default 5 s): probes do not hit the MTA every second. */
   readinessCacheMs?: number;
+  /** Used by listeners with TLS but no cert/key instead of making their own (one for all workers, src/cluster/). */
+  selfSignedTls?: TlsMaterial;
 }
 
 /** Everything one config makes, built before anything changes: a reload fails here or not at all. */
@@ -165,12 +174,13 @@ async function prepareGeneration(
   previous: ReadonlyMap<string, ActiveListener>,
   logger: Logger,
   now?: () => Date,
+  selfSignedTls?: TlsMaterial,
+  heldPromotions?: HeldPromotions,
 ): Promise<Generation> {
-  const signing = await loadSigning(config, now);
+  const signing = await loadSigning(config, now, heldPromotions);
   const resolver = resolverFor(config, metrics);
   const inbound = new InboundChecks(config, resolver.resolve);
-  const pipeline = new MessagePipeline(config, signing.signer, inbound, metrics, signing.arc?.sealer);
-  const engine = new TransactionEngine({ config, pipeline, inbound, metrics, logger });
+  const engine = engineFor(config, signing, inbound, metrics, logger);
   const defaultRelay = relayTargetFor(config, config.relay, 'relay.target');
   const relays = new Map<string, RelayTarget>();
   const listeners: ListenerPlan[] = [];
@@ -187,7 +197,7 @@ async function prepareGeneration(
         ? undefined
         : keepSelfSigned
           ? old.plan.tls
-          : await loadTlsMaterial(`listeners[${index}].tls`, listenerConfig.tls ?? {}, config.hostname);
+          : (!listenerConfig.tls?.cert && selfSignedTls) || (await loadTlsMaterial(`listeners[${index}].tls`, listenerConfig.tls ?? {}, config.hostname));
     const store = credentials[index];
     listeners.push({ config: listenerConfig, relay, ...(tls ? { tls } : {}), ...(store ? { credentials: store } : {}) });
   }
@@ -201,6 +211,12 @@ async function prepareGeneration(
     listeners,
     ...(needsDns ? { dnsProbe: resolverFor(config, undefined, { uncached: true }) } : {}),
   };
+}
+
+/** The engine of one generation: its config, keys (signer, ARC sealer) and inbound checks. */
+function engineFor(config: Config, signing: SigningSetup, inbound: InboundChecks, metrics: Metrics, logger: Logger): Engine {
+  const pipeline = new MessagePipeline(config, signing.signer, inbound, metrics, signing.arc?.sealer);
+  return new TransactionEngine({ config, pipeline, inbound, metrics, logger });
 }
 
 /** What a listener is to the engine: its role's rights (PRODUCT.md §2) and whether the MTA judges relaying. */
@@ -248,9 +264,16 @@ async function dnsAnswers(resolver: DnsResolver, name: string): Promise<void> {
   }
 }
 
+/** QUITs the pooled idle connections of every relay target `retired` made (sessions in use end on their own). */
+async function closeRelayTargets(retired: Generation): Promise<void> {
+  await Promise.all([...new Set(retired.listeners.map((plan) => plan.relay))].map((relay) => relay.close?.()));
+}
+
 export async function startSello(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningSello> {
   const metrics = options.metrics ?? createMetrics();
-  let generation = await prepareGeneration(config, metrics, new Map(), logger, options.now);
+  /** Key rotation promotions this process could not write to rotation.yaml (docs/rotation.md). */
+  const heldPromotions: HeldPromotions = new Map();
+  let generation = await prepareGeneration(config, metrics, new Map(), logger, options.now, options.selfSignedTls, heldPromotions);
   let active = new Map<string, ActiveListener>();
   /** Listeners replaced by a reload, still finishing their sessions. */
   const retiring = new Map<Listener | MilterServer, Promise<void>>();
@@ -288,6 +311,37 @@ export async function startSello(config: Config, logger: Logger, options: StartO
     }
   };
 
+  /** Key rotation: a promotion swaps in a new key store and signer the way a reload does. */
+  const rotation = new RotationWatcher({
+    settings: () => {
+      const { signing } = generation.config;
+      return {
+        keysDir: signing.keysDir,
+        domains: signing.domains,
+        checkIntervalMs: signing.rotation.checkInterval,
+        confirmations: signing.rotation.confirmations,
+        timing: { expiryMs: signing.expiry, retireMarginMs: signing.rotation.retireMargin },
+      };
+    },
+    resolve: (name, rrtype) => resolverFor(generation.config, metrics, { uncached: true }).resolve(name, rrtype),
+    held: heldPromotions,
+    logger,
+    metrics,
+    now: options.now ?? (() => new Date()),
+    signingDomains: () => generation.signing.domains,
+    apply: () =>
+      serially(async () => {
+        if (shuttingDown) return;
+        const current = generation;
+        const signing = await loadSigning(current.config, options.now, heldPromotions);
+        const next = { ...current, signing, engine: engineFor(current.config, signing, current.inbound, metrics, logger) };
+        for (const entry of active.values()) entry.listener.update(dependencies(next, entry.plan));
+        generation = next;
+        metrics.keysLoaded(loadedKeys(signing));
+        logger.info({ signing: signing.domains }, 'signing keys switched (key rotation)');
+      }),
+  });
+
   const readiness = cachedReadiness(
     () => {
       const current = generation;
@@ -309,6 +363,11 @@ export async function startSello(config: Config, logger: Logger, options: StartO
         },
         ...[...current.relays.values()].map((relay) => ({ name: `relay ${relay.description}`, check: () => relay.probe() })),
       ];
+      // A pending key's judgement is shown, never a reason to be unready: the old key still signs.
+      for (const key of rotation.pending) {
+        const reason = `pending, not promoted: ${key.state}${key.detail ? ` (${key.detail})` : ''}`;
+        checks.push({ name: `rotation ${key.name}`, advisory: true, check: async () => (key.state === 'ok' ? undefined : Promise.reject(new Error(reason))) });
+      }
       const dnsProbe = current.dnsProbe;
       if (dnsProbe) checks.push({ name: 'dns', check: () => dnsAnswers(dnsProbe, current.inbound.authservId) });
       return checks;
@@ -362,6 +421,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
       old.plan = plan;
     }
     active = new Map([...kept.map(([old]) => [old.plan.config.name, old] as const), ...started.map((entry) => [entry.plan.config.name, entry] as const)]);
+    if (generation !== next) void closeRelayTargets(generation);
     generation = next;
     for (const old of replaced) {
       retiring.set(old.listener, old.listener.shutdown(next.config.shutdown.deadline).finally(() => retiring.delete(old.listener)));
@@ -387,6 +447,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
   }
   metrics.keysLoaded(loadedKeys(generation.signing));
   metrics.configLoaded();
+  rotation.start();
 
   const shutdown = (deadlineMs: number): Promise<void> => {
     if (shuttingDown) {
@@ -394,13 +455,16 @@ export async function startSello(config: Config, logger: Logger, options: StartO
       for (const listener of [...[...active.values()].map((entry) => entry.listener), ...retiring.keys()]) void listener.shutdown(deadlineMs);
       return shuttingDown;
     }
+    // Not awaited inside the queue: a check in progress may be waiting there to swap keys.
+    const rotationStopped = rotation.stop();
     shuttingDown = serially(async () => {
       logger.info({ deadlineMs }, 'shutting down: no new connections; open transactions may finish');
       const listeners = [...[...active.values()].map((entry) => entry.listener), ...retiring.keys()];
       await Promise.all(listeners.map((listener) => listener.shutdown(deadlineMs)));
+      await closeRelayTargets(generation);
       await endpoint?.close();
       logger.info('stopped');
-    });
+    }).then(() => rotationStopped);
     return shuttingDown;
   };
 
@@ -422,7 +486,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
         let next: Generation;
         try {
           const config = await load();
-          next = await prepareGeneration(config, metrics, active, logger, options.now);
+          next = await prepareGeneration(config, metrics, active, logger, options.now, options.selfSignedTls, heldPromotions);
           await swap(next);
         } catch (error) {
           // The running config stays; the operator fixes the file and sends SIGHUP again.

@@ -38,7 +38,9 @@ const REQUIRED_TAGS: Record<string, { short: string; tags: readonly string[] }> 
  * both fields the tag-list syntax of RFC 6376 §3.2, whose violations make "the entire tag-list
  * invalid"; a set with an invalid field is not a valid ARC Set, so the chain fails (RFC 8617 §5.2
  * step 3). mailauth reads these fields leniently (an empty tag, a duplicate name, "S=" for "s="
- * and a malformed name all pass), and its strict mode rejects valid chains too, hence this check.
+ * and a malformed name all pass). Its strict mode would catch them, but it also drops the
+ * relaxed/relaxed retry for an ARC-Message-Signature without c= that chains made under the ARC
+ * drafts need (the suite's ams_fields_c_na), hence this check in front of the lenient mode.
  */
 export function arcTagListProblem(headerFields: readonly ParsedHeaderRow[]): string | undefined {
   for (const field of headerFields) {

@@ -1,18 +1,19 @@
 // `sello keycheck [<domain> [<selector>]]`: compare each local DKIM key with the TXT record
 // published at <selector>._domainkey.<domain>, through sello's own resolver, and say for each
 // whether it is ok, missing, mismatched, revoked, or could not be checked (DNS error).
-// Owns: this command's flags, reading DKIM key records (RFC 6376 §3.6.1, RFC 8463 §4.2) for the
-// comparison, its output and exit codes.
+// Owns: this command's flags, which keys to check, its output and exit codes; the judgement itself
+// is signing/key-check.ts, shared with the rotation gate.
 // Must not: change key files or DNS, judge anything but the key record, or call process.exit.
 
-import { createPublicKey } from 'node:crypto';
 import { readdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { loadConfig } from '../config/load.ts';
 import { parseDuration } from '../config/schema.ts';
 import { createResolver, type DnsServerAddress } from '../dns/resolver.ts';
 import { KeyError, UsageError } from '../errors.ts';
-import { keyPath, loadKey, recordName, validateDomain, validateSelector, type KeyAlgorithm, type LoadedKey } from '../signing/keys.ts';
+import { checkKey, type KeyCheck, type LocalKey } from '../signing/key-check.ts';
+import { keyPath, validateDomain, validateSelector } from '../signing/keys.ts';
+import { DEFAULT_ROTATION_TIMING, readRotation, removableFrom, ROTATION_FILE, rotatedSigningDomains, type RotationKey, type RotationKeyState, type RotationTiming } from '../signing/rotation.ts';
 import { SigningTable } from '../signing/table.ts';
 import { configPath } from './config-path.ts';
 import { asUsage, parseCommandArgs, parseDnsServerFlag } from './args.ts';
@@ -31,6 +32,11 @@ states:
   revoked   the record has an empty p= (RFC 6376 §3.6.1)
   error     the lookup failed (DNS timeout, SERVFAIL) or the local key cannot be read
 
+A domain with keys/<domain>/rotation.yaml (sello rotate) also has its pending and retiring keys
+checked, each with a "rotation:" line: a pending key is used only once its record is ok; a retiring
+key's record must stay until its last signature + signing.expiry + signing.rotation.retireMargin,
+and should be removed or revoked (p=) after that.
+
 options:
   --config FILE       the config whose signing table and signing.keysDir to use
                       (default: $SELLO_CONFIG or config/sello.yaml, unless --keys-dir is given)
@@ -43,55 +49,102 @@ options:
   -h, --help          show this help
 
 exit status:
-  0   every key checked is ok
-  1   any other state, no key to check, or a bad config or key directory
+  0   every key checked is ok (a retiring key past its removal time may be in any state)
+  1   any other state, a retiring record gone too early, no key to check, or a bad config,
+      key directory or rotation.yaml
   2   bad usage
 `;
 
-export type KeyState = 'ok' | 'missing' | 'mismatch' | 'revoked' | 'error';
-
-export interface KeyCheck {
-  domain: string;
-  selector: string;
-  /** The owner name looked up, without the final dot. */
-  name: string;
-  path: string;
-  /** The local key's algorithm and RSA size; absent when the key could not be read. */
-  algorithm?: KeyAlgorithm;
-  bits?: number;
-  state: KeyState;
-  /** Why the state is what it is; empty for a plain ok. */
-  detail: string;
-  /** Things worth knowing that do not change the state (other TXT records, testing mode …). */
-  notes: string[];
-  /** The TXT records found at the name, each one's character-strings joined. */
-  published: string[];
-}
+export { checkKey, judge, parseKeyRecord, type KeyCheck, type KeyState } from '../signing/key-check.ts';
 
 const DEFAULT_QUERY_TIMEOUT_MS = 5000;
 
-export const keycheckCommand: Command = async (args, io) => {
-  const options = parseKeycheckArgs(args);
-  if (options === 'help') {
-    io.stdout(keycheckUsage);
-    return 0;
-  }
-  const { keys, servers, timeoutMs, source } = await localKeys(options, io);
-  if (keys.length === 0) {
-    const wanted = options.domain === undefined ? '' : ` for ${options.domain}${options.selector === undefined ? '' : ` selector ${options.selector}`}`;
-    io.stderr(`sello keycheck: no key${wanted} in ${source}\n`);
-    return 1;
-  }
-  const resolver = createResolver({ servers, timeoutMs, cache: { maxEntries: 0, maxTtlSeconds: 0 } });
-  const checks = await Promise.all(keys.map((key) => checkKey(key, resolver.resolve)));
+/** A key's place in a rotation (keys/<domain>/rotation.yaml), with what to do about it. */
+export interface RotationAdvice {
+  state: RotationKeyState;
+  since?: string;
+  /** Retiring keys: from when the record may be removed (last signature + signing.expiry + margin). */
+  recordRemovableFrom?: string;
+  advice: string;
+  /** Whether this key needs the admin's attention (sets the exit status). */
+  problem: boolean;
+}
 
-  if (options.format === 'json') {
-    io.stdout(`${JSON.stringify({ ok: checks.every((check) => check.state === 'ok'), keys: checks })}\n`);
-  } else {
-    io.stdout(formatText(checks));
+export type RotatingKeyCheck = KeyCheck & { rotation?: RotationAdvice };
+
+export const keycheckCommand: Command = (args, io) => createKeycheckCommand()(args, io);
+
+/** keycheck with an injected clock (retirement times). */
+export function createKeycheckCommand(now: () => Date = () => new Date()): Command {
+  return async (args, io) => {
+    const options = parseKeycheckArgs(args);
+    if (options === 'help') {
+      io.stdout(keycheckUsage);
+      return 0;
+    }
+    const { keys, servers, timeoutMs, source, keysDir, timing, confirmations } = await localKeys(options, io);
+    if (keys.length === 0) {
+      const wanted = options.domain === undefined ? '' : ` for ${options.domain}${options.selector === undefined ? '' : ` selector ${options.selector}`}`;
+      io.stderr(`sello keycheck: no key${wanted} in ${source}\n`);
+      return 1;
+    }
+    const resolver = createResolver({ servers, timeoutMs, cache: { maxEntries: 0, maxTtlSeconds: 0 } });
+    const judged = await Promise.all(keys.map((key) => checkKey(key, resolver.resolve)));
+    const checks = await withRotation(judged, keysDir, timing, confirmations, now());
+    const ok = checks.every((check) => !isProblem(check));
+
+    if (options.format === 'json') {
+      io.stdout(`${JSON.stringify({ ok, keys: checks })}\n`);
+    } else {
+      io.stdout(formatText(checks));
+    }
+    return ok ? 0 : 1;
+  };
+}
+
+function isProblem(check: RotatingKeyCheck): boolean {
+  return check.rotation ? check.rotation.problem : check.state !== 'ok';
+}
+
+/** Adds each key's rotation state from its domain's rotation.yaml (keys without one are unchanged). */
+async function withRotation(checks: KeyCheck[], keysDir: string, timing: RotationTiming, confirmations: string, at: Date): Promise<RotatingKeyCheck[]> {
+  const files = new Map<string, Map<string, RotationKey> | undefined>();
+  for (const domain of new Set(checks.map((check) => check.domain))) {
+    const read = await readRotation(keysDir, domain);
+    files.set(domain, read ? new Map(read.state.keys.map((key) => [key.selector, key])) : undefined);
   }
-  return checks.every((check) => check.state === 'ok') ? 0 : 1;
-};
+  return checks.map((check) => {
+    const key = files.get(check.domain)?.get(check.selector);
+    return key ? { ...check, rotation: adviseRotation(check, key, timing, confirmations, at) } : check;
+  });
+}
+
+/** What the admin should know and do about a key in a rotation. */
+export function adviseRotation(check: KeyCheck, key: RotationKey, timing: RotationTiming, confirmations: string, at: Date): RotationAdvice {
+  const since = key.since?.toISOString();
+  const base = { state: key.state, ...(since ? { since } : {}) };
+  if (key.state === 'active') return { ...base, advice: 'active: signs', problem: check.state !== 'ok' };
+  if (key.state === 'pending') {
+    if (check.state === 'ok') {
+      return { ...base, advice: `pending: its record is published; the server switches to it after seeing it ${confirmations}`, problem: false };
+    }
+    return { ...base, advice: `pending: not used while its record is ${check.state}; publish the record printed by sello dns-record ${check.domain} ${check.selector}`, problem: true };
+  }
+  const from = removableFrom(key, timing);
+  const removable = from?.toISOString();
+  const retiring = { ...base, ...(removable ? { recordRemovableFrom: removable } : {}) };
+  if (from !== undefined && at < from) {
+    // RFC 6376 §3.5 x=: signatures made until `since` may be verified until their expiry.
+    if (check.state !== 'ok') {
+      return { ...retiring, advice: `retiring: its record is ${check.state} before ${removable ?? '?'}: mail signed until ${since ?? '?'} no longer verifies; publish it again`, problem: true };
+    }
+    return { ...retiring, advice: `retiring since ${since ?? '?'} (last signature): keep its record until ${removable ?? '?'}`, problem: false };
+  }
+  if (check.state === 'ok') {
+    return { ...retiring, advice: `retiring: remove its record or revoke it (publish "v=DKIM1; p=") now, then run sello rotate ${check.domain} --finish`, problem: false };
+  }
+  return { ...retiring, advice: `retiring: its record is gone; run sello rotate ${check.domain} --finish to delete the private key`, problem: false };
+}
 
 interface KeycheckOptions {
   domain: string | undefined;
@@ -142,20 +195,27 @@ function parseKeycheckArgs(args: string[]): KeycheckOptions | 'help' {
   };
 }
 
-type LocalKey = { domain: string; selector: string; path: string };
 
 /** The keys to check, the DNS servers and the per-query timeout to use, and where the keys came from. */
 async function localKeys(
   options: KeycheckOptions,
   io: CliIo,
-): Promise<{ keys: LocalKey[]; servers: DnsServerAddress[]; timeoutMs: number; source: string }> {
+): Promise<{ keys: LocalKey[]; servers: DnsServerAddress[]; timeoutMs: number; source: string; keysDir: string; timing: RotationTiming; confirmations: string }> {
   const matches = (domain: string, selector: string): boolean =>
     (options.domain === undefined || options.domain === domain) && (options.selector === undefined || options.selector === selector);
 
   if (options.keysDir !== undefined && options.config === undefined) {
     const keysDir = options.keysDir;
     const keys = (await scanKeysDir(keysDir, options.domain, io)).filter((key) => matches(key.domain, key.selector));
-    return { keys, servers: options.dns ?? [], timeoutMs: options.timeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS, source: keysDir };
+    return {
+      keys,
+      servers: options.dns ?? [],
+      timeoutMs: options.timeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS,
+      source: keysDir,
+      keysDir,
+      timing: DEFAULT_ROTATION_TIMING,
+      confirmations: 'as signing.rotation says (default: twice, an hour apart)',
+    };
   }
 
   const file = configPath(options.config, io.env);
@@ -165,16 +225,29 @@ async function localKeys(
   const keys: LocalKey[] = [];
   // A "*.example.com" entry signs with d=example.com (signing/table.ts), so its record lives
   // under example.com; the same pair listed twice is looked up once.
-  for (const { domain, selector } of new SigningTable(config.signing.domains).keys()) {
+  // With rotation.yaml applied: a finished rotation's old selector may still be in signing.domains.
+  for (const { domain, selector } of new SigningTable((await rotatedSigningDomains(config.signing.domains, keysDir)).domains).keys()) {
     if (!matches(domain, selector) || seen.has(`${domain}/${selector}`)) continue;
     seen.add(`${domain}/${selector}`);
     keys.push({ domain, selector, path: keyPath(keysDir, domain, selector) });
   }
+  // A rotating domain's pending and retiring keys are checked too (rotation.yaml, docs/rotation.md).
+  for (const domain of new Set(keys.map((key) => key.domain).concat(Object.keys(config.signing.domains).map((pattern) => pattern.replace(/^\*\./, ''))))) {
+    for (const { selector } of (await readRotation(keysDir, domain))?.state.keys ?? []) {
+      if (!matches(domain, selector) || seen.has(`${domain}/${selector}`)) continue;
+      seen.add(`${domain}/${selector}`);
+      keys.push({ domain, selector, path: keyPath(keysDir, domain, selector) });
+    }
+  }
+  const { checkInterval, confirmations } = config.signing.rotation;
   return {
     keys,
     servers: options.dns ?? [...config.dns.servers],
     timeoutMs: options.timeoutMs ?? config.dns.timeout,
     source: `the signing table of ${file}`,
+    keysDir,
+    timing: { expiryMs: config.signing.expiry, retireMarginMs: config.signing.rotation.retireMargin },
+    confirmations: `${String(confirmations)} time(s) in a row, ${String(checkInterval / 1000)} s apart`,
   };
 }
 
@@ -203,7 +276,7 @@ async function scanKeysDir(keysDir: string, onlyDomain: string | undefined, io: 
       throw new KeyError(directory, `cannot read the key directory: ${describe(error)}`);
     }
     for (const file of files) {
-      if (file.startsWith('.')) continue;
+      if (file.startsWith('.') || file === ROTATION_FILE) continue;
       const selector = file.endsWith('.pem') ? file.slice(0, -'.pem'.length) : undefined;
       if (selector === undefined || !isCanonical(selector, validateSelector)) {
         io.stderr(`sello keycheck: skipping ${join(directory, file)}: not named <selector>.pem (lower-case selector)\n`);
@@ -224,154 +297,7 @@ function isCanonical(name: string, validate: (name: string) => string): boolean 
   }
 }
 
-type Resolve = (name: string, rrtype: string) => Promise<unknown>;
-
-/** Checks one local key against DNS. Never throws for a DNS or key problem: that is a state. */
-export async function checkKey(local: LocalKey, resolve: Resolve): Promise<KeyCheck> {
-  const name = recordName(local.domain, local.selector);
-  const base = { domain: local.domain, selector: local.selector, name, path: local.path, notes: [] as string[], published: [] as string[] };
-  let key: LoadedKey;
-  try {
-    key = await loadKey(local.path);
-  } catch (error) {
-    if (!(error instanceof KeyError)) throw error;
-    return { ...base, state: 'error', detail: `local key: ${error.message}` };
-  }
-  const described = { ...base, algorithm: key.algorithm, ...(key.bits === undefined ? {} : { bits: key.bits }) };
-
-  let answer: unknown;
-  try {
-    answer = await resolve(name, 'TXT');
-  } catch (error) {
-    const code = errorCode(error);
-    if (code === 'ENOTFOUND') return { ...described, state: 'missing', detail: 'no such name (NXDOMAIN)' };
-    if (code === 'ENODATA') return { ...described, state: 'missing', detail: 'no TXT record at the name (NODATA)' };
-    return { ...described, state: 'error', detail: `DNS lookup failed (${code ?? describe(error)}); try again or check --dns` };
-  }
-  // RFC 6376 §3.6.2.2: the character-strings of one TXT record are concatenated with no
-  // intervening whitespace before use.
-  const published = (answer as string[][]).map((strings) => strings.join(''));
-  return { ...described, published, ...judge(published, key) };
-}
-
-type Judgement = Pick<KeyCheck, 'state' | 'detail' | 'notes'>;
-
-/** The state of a key given every TXT record at its name. */
-export function judge(published: readonly string[], key: Pick<LoadedKey, 'algorithm' | 'privateKey'>): Judgement {
-  const notes: string[] = [];
-  const keyRecords: { tags: Map<string, string> }[] = [];
-  const invalid: string[] = [];
-  for (const text of published) {
-    const record = parseKeyRecord(text);
-    if (record.kind === 'other') continue;
-    if (record.kind === 'invalid') invalid.push(record.reason);
-    else keyRecords.push(record);
-  }
-  const others = published.length - keyRecords.length - invalid.length;
-  if (others > 0) notes.push(`${others} other TXT record(s) at the name (not DKIM key records, ignored)`);
-
-  if (keyRecords.length === 0 && invalid.length === 0) {
-    return { state: 'missing', detail: `${published.length} TXT record(s) at the name, none a DKIM key record`, notes };
-  }
-  const verdicts: Judgement[] = [
-    ...invalid.map((reason): Judgement => ({ state: 'mismatch', detail: `invalid key record: ${reason}`, notes: [] })),
-    ...keyRecords.map((record) => compare(record.tags, key)),
-  ];
-  for (const verdict of verdicts) notes.push(...verdict.notes);
-  const [only] = verdicts;
-  if (verdicts.length === 1 && only) return { state: only.state, detail: only.detail, notes };
-
-  // RFC 6376 §3.6.2.2: "if there are multiple records in an RRset, the results are undefined":
-  // a verifier may use any of them, so this is fine only when every one carries our key.
-  const several = `${verdicts.length} DKIM key records at the name (RFC 6376 §3.6.2.2: the result is undefined, verifiers may use any)`;
-  if (verdicts.every((verdict) => verdict.state === 'ok')) {
-    notes.unshift(`${several}; all carry this key`);
-    return { state: 'ok', detail: '', notes };
-  }
-  if (verdicts.every((verdict) => verdict.state === 'revoked')) return { state: 'revoked', detail: `${several}, all revoked`, notes };
-  const each = verdicts.map((verdict) => (verdict.state === 'ok' ? 'ok' : `${verdict.state} (${verdict.detail})`)).join('; ');
-  return { state: 'mismatch', detail: `${several}: ${each}`, notes };
-}
-
-type ParsedRecord = { kind: 'key'; tags: Map<string, string> } | { kind: 'invalid'; reason: string } | { kind: 'other' };
-
-/**
- * One TXT record as a DKIM key record (RFC 6376 §3.6.1, tag-list syntax §3.2). A record that
- * starts with v= of another value is not ours to judge ("MUST be discarded"); one without v=
- * counts as a key record when it has a p= tag (v= is only RECOMMENDED).
- */
-export function parseKeyRecord(text: string): ParsedRecord {
-  const tags = new Map<string, string>();
-  const order: string[] = [];
-  let syntaxError: string | undefined;
-  // RFC 6376 §3.2: tag-spec = [FWS] tag-name [FWS] "=" [FWS] tag-value [FWS], separated by ";",
-  // with an optional final ";".
-  for (const spec of text.split(';')) {
-    if (spec.trim() === '') continue;
-    const equals = spec.indexOf('=');
-    const tagName = equals === -1 ? '' : spec.slice(0, equals).trim();
-    if (!/^[A-Za-z][A-Za-z0-9_]*$/.test(tagName)) {
-      syntaxError ??= `${JSON.stringify(spec.trim())} is not a tag=value pair`;
-      continue;
-    }
-    // Tag names are case-sensitive (§3.2); a duplicate makes the whole tag-list invalid.
-    if (tags.has(tagName)) syntaxError ??= `the ${tagName}= tag occurs twice`;
-    tags.set(tagName, spec.slice(equals + 1).trim());
-    order.push(tagName);
-  }
-  const version = tags.get('v');
-  if (version !== undefined && version !== 'DKIM1') {
-    // §3.6.1: "Records beginning with a "v=" tag with any other value MUST be discarded."
-    return order[0] === 'v' ? { kind: 'other' } : { kind: 'invalid', reason: `v=${version} is not DKIM1` };
-  }
-  if (version === undefined && !tags.has('p')) return { kind: 'other' };
-  if (syntaxError !== undefined) return { kind: 'invalid', reason: syntaxError };
-  if (version !== undefined && order[0] !== 'v') return { kind: 'invalid', reason: 'v=DKIM1 must be the first tag (RFC 6376 §3.6.1)' };
-  if (!tags.has('p')) return { kind: 'invalid', reason: 'no p= tag (it is required, RFC 6376 §3.6.1)' };
-  return { kind: 'key', tags };
-}
-
-/** One key record against the local key: k= (default rsa) and p=. */
-function compare(tags: Map<string, string>, key: Pick<LoadedKey, 'algorithm' | 'privateKey'>): Judgement {
-  const notes: string[] = [];
-  // RFC 6376 §3.6.1: t=y marks a domain testing DKIM; verifiers must not treat it differently
-  // from unsigned mail, so say so but do not count it as a problem.
-  if ((tags.get('t') ?? '').split(':').some((flag) => flag.trim() === 'y')) notes.push('t=y: the domain is testing DKIM');
-  // §3.6.1: p= is a base64string, which may contain FWS (§2.4); those spaces are not part of the key.
-  const p = (tags.get('p') ?? '').replace(/[\t\r\n ]+/g, '');
-  if (p === '') return { state: 'revoked', detail: 'p= is empty: the key is revoked (RFC 6376 §3.6.1)', notes };
-
-  const published = (tags.get('k') ?? 'rsa').toLowerCase(); // k= defaults to rsa (§3.6.1)
-  if (published !== key.algorithm) {
-    return { state: 'mismatch', detail: `k=${published} is published, the local key is ${key.algorithm}`, notes };
-  }
-  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(p) || p.length % 4 !== 0) {
-    return { state: 'mismatch', detail: 'p= is not valid base64', notes };
-  }
-  const bytes = Buffer.from(p, 'base64');
-  const publicKey = createPublicKey(key.privateKey);
-  if (key.algorithm === 'ed25519') {
-    // RFC 8463 §4.2: p= is the raw 32-byte Ed25519 public key, not a SubjectPublicKeyInfo.
-    const raw = Buffer.from(publicKey.export({ format: 'jwk' }).x ?? '', 'base64url');
-    if (bytes.equals(raw)) return { state: 'ok', detail: '', notes };
-    const spki = publicKey.export({ type: 'spki', format: 'der' });
-    if (bytes.equals(spki)) {
-      return { state: 'mismatch', detail: 'p= holds this key as SubjectPublicKeyInfo; RFC 8463 §4.2 needs the raw 32-byte key', notes };
-    }
-    return { state: 'mismatch', detail: 'p= is a different public key', notes };
-  }
-  const spki = publicKey.export({ type: 'spki', format: 'der' });
-  if (bytes.equals(spki)) return { state: 'ok', detail: '', notes };
-  // RFC 6376 §3.6.1 names RSAPublicKey (PKCS#1) while practice is SubjectPublicKeyInfo; common
-  // verifiers take both, so a PKCS#1 record of this key is ok, with a note.
-  if (bytes.equals(publicKey.export({ type: 'pkcs1', format: 'der' }))) {
-    notes.push('p= is a PKCS#1 RSAPublicKey; most records use SubjectPublicKeyInfo (what sello dns-record prints)');
-    return { state: 'ok', detail: '', notes };
-  }
-  return { state: 'mismatch', detail: 'p= is a different public key', notes };
-}
-
-function formatText(checks: readonly KeyCheck[]): string {
+function formatText(checks: readonly RotatingKeyCheck[]): string {
   const width = Math.max(...checks.map((check) => check.name.length));
   const lines: string[] = [];
   for (const check of checks) {
@@ -379,7 +305,8 @@ function formatText(checks: readonly KeyCheck[]): string {
     const head = `${check.state.padEnd(8)} ${check.name.padEnd(width)}  ${algorithm.padEnd(9)}`;
     lines.push(`${head}${check.detail === '' ? '' : `  ${check.detail}`}`.trimEnd());
     for (const note of check.notes) lines.push(`         note: ${note}`);
-    if (check.state === 'missing' || check.state === 'mismatch') {
+    if (check.rotation) lines.push(`         rotation: ${check.rotation.advice}`);
+    if ((check.state === 'missing' || check.state === 'mismatch') && check.rotation?.state !== 'retiring') {
       const keysDir = dirname(dirname(check.path));
       const flag = keysDir === 'keys' ? '' : ` --keys-dir ${keysDir}`;
       lines.push(`         publish the record printed by: sello dns-record ${check.domain} ${check.selector}${flag}`);

@@ -14,6 +14,7 @@ const commands: Record<string, () => Promise<Command>> = {
   spf: async () => (await import('./spf.ts')).spfCommand,
   passwd: async () => (await import('./passwd.ts')).passwdCommand,
   verify: async () => (await import('./verify.ts')).verifyCommand,
+  rotate: async () => (await import('./rotate.ts')).rotateCommand,
 };
 
 const usage = `usage: sello <command> [options]
@@ -28,6 +29,7 @@ commands:
   spf            evaluate SPF for an IP, sender and HELO, print the result and Received-SPF
   passwd         print a user's line for a local AUTH credentials file
   verify         verify the DKIM signatures and ARC chain of a message from stdin
+  rotate         make the next DKIM key; the server switches once DNS serves it
 
 Run 'sello <command> --help' for a command's options.
 `;

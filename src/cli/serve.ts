@@ -1,9 +1,14 @@
-// `sello serve [--config FILE]`: run the listeners and the operations endpoint until SIGTERM/SIGINT.
+// `sello serve [--config FILE]`: run the listeners and the operations endpoint until SIGTERM/SIGINT,
+// in this process (`workers: 1`) or in worker processes under a primary (src/cluster/).
 // Owns: process signals for the server — SIGHUP reloads the config file and keys (app.ts swaps
 // them atomically or keeps the old ones), SIGTERM/SIGINT drain within shutdown.deadline and a
 // second one stops at once. Must not: hold server logic (app.ts).
 
+import cluster from 'node:cluster';
 import { startSello, type RunningSello } from '../app.ts';
+import { workerCount } from '../cluster/messages.ts';
+import { runPrimary } from '../cluster/primary.ts';
+import { runWorker } from '../cluster/worker.ts';
 import { loadConfig } from '../config/load.ts';
 import { createLogger } from '../observability/logger.ts';
 import { configPath } from './config-path.ts';
@@ -18,10 +23,14 @@ export const serveCommand: Command = async (args, io) => {
     io.stdout(usage);
     return 0;
   }
+  // A worker of `workers` > 1 takes its config from the primary (src/cluster/).
+  if (cluster.isWorker) return runWorker();
   const file = configPath(values.config, io.env);
   const config = await loadConfig(file, io.env);
   // The level is fixed at start: a reload does not re-create the logger.
   const logger = createLogger(config.logging.level);
+  const workers = workerCount(config.workers);
+  if (workers > 1) return runPrimary({ config, workers, logger, load: () => loadConfig(file, io.env), stderr: io.stderr });
   // Caught from the start: SIGHUP's default action would end the process. One that arrives
   // while starting is carried out once sello runs.
   let running: RunningSello | undefined;

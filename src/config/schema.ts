@@ -137,6 +137,14 @@ const relaySchema = z
         data: duration.prefault('10m'),
       })
       .prefault({}),
+    /** Warm connections reused across client sessions (docs/performance.md); maxIdle 0 turns it off. */
+    pool: z
+      .strictObject({
+        maxIdle: z.int().min(0).max(1000).default(16),
+        idleTimeout: duration.prefault('5s'),
+        maxTransactions: z.int().min(1).max(1_000_000).default(10),
+      })
+      .prefault({}),
   })
   .superRefine((relay, context) => {
     if (relay.forward !== 'none' && /^dir:/i.test(relay.target)) {
@@ -235,6 +243,17 @@ export const configSchema = z
         oversign: z.array(z.string().regex(/^[!-9;-~]+$/, 'not a header field name')).default(DEFAULT_OVERSIGNED_FIELDS),
         /** What a signing error does: defer (451 4.7.0, client retries) or reject (554 5.7.0). Never sends unsigned. */
         onError: z.enum(['defer', 'reject']).default('defer'),
+        /** Key rotation (docs/rotation.md): how a pending key's record must be seen before it signs. */
+        rotation: z
+          .strictObject({
+            /** How often the server looks up pending keys' records; consecutive sightings are this far apart. */
+            checkInterval: duration.refine((ms) => ms >= 100, 'at least 100ms').prefault('1h'),
+            /** Consecutive sightings of a record keycheck judges ok before the key is promoted. */
+            confirmations: z.number().int().min(1).max(100).default(2),
+            /** Added to the last signature + signing.expiry before a retiring key's record may go. */
+            retireMargin: duration.prefault('1d'),
+          })
+          .prefault({}),
       })
       .prefault({}),
     inbound: z
@@ -338,6 +357,8 @@ export const configSchema = z
         deadline: duration.prefault('30s'),
       })
       .prefault({}),
+    /** `sello serve` processes: "auto" = one per CPU, or a number; 1 runs without node:cluster (docs/performance.md). */
+    workers: z.union([z.literal('auto'), z.int().min(1).max(256)]).default('auto'),
   })
   .superRefine((config, context) => {
     const judgedBySello = (listener: (typeof config.listeners)[number]) => !mtaSeesRealClient((listener.relay ?? config.relay).forward);

@@ -11,6 +11,8 @@ import type { Logger } from './logger.ts';
 export interface ReadinessCheck {
   name: string;
   check(): Promise<void>;
+  /** Shown in the report but never makes sello unready (e.g. a pending rotation key's record). */
+  advisory?: boolean;
 }
 
 export interface ReadinessReport {
@@ -39,7 +41,7 @@ export function cachedReadiness(
   async function evaluate(): Promise<ReadinessReport> {
     const list = checks();
     const outcomes = await Promise.all(list.map((entry) => withTimeout(entry.check(), timeoutMs).then(() => 'ok', (error: unknown) => reason(error))));
-    const report: ReadinessReport = { ready: outcomes.every((outcome) => outcome === 'ok'), checks: {} };
+    const report: ReadinessReport = { ready: outcomes.every((outcome, index) => outcome === 'ok' || list[index]?.advisory === true), checks: {} };
     list.forEach((entry, index) => (report.checks[entry.name] = outcomes[index] as string));
     cached = { at: now(), report };
     return report;

@@ -60,7 +60,14 @@ export interface Metrics {
   configReload(result: ConfigLoadResult): void;
   /** The first load at start: sets the last-success timestamp without counting a reload. */
   configLoaded(): void;
+  /** Replaces the rotation state of every signing key (sello_dkim_key_state): pending, active, retiring. */
+  dkimKeyStates(keys: readonly { domain: string; selector: string; state: DkimKeyState }[]): void;
+  /** The server promoted a pending key of a configured signing domain. */
+  dkimKeyPromoted(domain: string): void;
 }
+
+/** A signing key's place in a rotation (docs/rotation.md). */
+export type DkimKeyState = 'pending' | 'active' | 'retiring';
 
 // Bucket bounds in seconds, chosen for what each step costs on a healthy system and where it
 // hurts: local CPU work in milliseconds, DNS in tens of milliseconds, the MTA's queue write in
@@ -220,6 +227,8 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     help: 'Keys loaded (value 1), the signing table keys and the ARC sealing key, by domain, selector, algorithm and bits.',
     labelNames: ['domain', 'selector', 'algorithm', 'bits'] as const,
     registers,
+    // Across workers (src/cluster/): each loads the same keys.
+    aggregator: 'max',
     collect() {
       this.reset();
       for (const key of loadedKeys) this.set({ domain: key.domain, selector: key.selector, algorithm: key.algorithm, bits: String(key.bits) }, 1);
@@ -230,6 +239,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     help: "Age of each loaded key's file (from its modification time).",
     labelNames: ['domain', 'selector'] as const,
     registers,
+    aggregator: 'max',
     collect() {
       this.reset();
       const at = now().getTime();
@@ -241,22 +251,45 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     help: 'SIGHUP reloads of the config and keys, by result.',
     labelNames: ['result'] as const,
     registers,
+    // One SIGHUP reloads every worker: counted once, not once per worker.
+    aggregator: 'max',
   });
   const lastReloadSuccess = new Gauge({
     name: 'sello_config_last_reload_success_timestamp_seconds',
     help: 'Unix time of the last successful load of the config (start or reload).',
     registers,
+    // The worker that loaded it longest ago.
+    aggregator: 'min',
   });
   const buildInfo = new Gauge({
     name: 'sello_build_info',
     help: 'Build information (value 1).',
     labelNames: ['version', 'node_version'] as const,
     registers,
+    aggregator: 'first',
   });
   buildInfo.set({ version: packageJson.version, node_version: process.version }, 1);
   // Both reload results exist from the start, so rate() and alerts see a 0 rather than nothing.
   configReloads.inc({ result: 'success' }, 0);
   configReloads.inc({ result: 'failure' }, 0);
+
+  let dkimKeyStates: readonly { domain: string; selector: string; state: DkimKeyState }[] = [];
+  new Gauge({
+    name: 'sello_dkim_key_state',
+    help: 'Signing keys by rotation state (value 1): pending (waiting for its DNS record), active (signing), retiring.',
+    labelNames: ['domain', 'selector', 'state'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const key of dkimKeyStates) this.set({ domain: key.domain, selector: key.selector, state: key.state }, 1);
+    },
+  });
+  const dkimKeyPromotions = new Counter({
+    name: 'sello_dkim_key_promotions_total',
+    help: 'Pending DKIM keys this process promoted to signing after DNS served their record, by signing domain.',
+    labelNames: ['domain'] as const,
+    registers,
+  });
 
   const setLoaded = () => lastReloadSuccess.set(now().getTime() / 1000);
 
@@ -293,5 +326,9 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       if (result === 'success') setLoaded();
     },
     configLoaded: setLoaded,
+    dkimKeyStates(keys) {
+      dkimKeyStates = keys.map((key) => ({ ...key }));
+    },
+    dkimKeyPromoted: (domain) => dkimKeyPromotions.inc({ domain }),
   };
 }

@@ -74,9 +74,17 @@ export class SmtpClient implements RelaySession {
   private xforwardLines: readonly string[] = [];
 
   private readonly onSocketData = (chunk: Buffer) => this.consume(chunk);
-  private readonly onSocketError = (error: Error) =>
+  /** The server hung up or the connection broke (not a timeout, a refusal or our own close). */
+  private dropped = false;
+
+  private readonly onSocketError = (error: Error) => {
+    if (!this.failure) this.dropped = true;
     this.fail(this.brokenConnection(`connection to ${this.address} failed: ${errorDescription(error)}`, error));
-  private readonly onSocketClose = () => this.fail(this.brokenConnection(`connection closed by ${this.address}`));
+  };
+  private readonly onSocketClose = () => {
+    if (!this.failure) this.dropped = true;
+    this.fail(this.brokenConnection(`connection closed by ${this.address}`));
+  };
 
   constructor(options: SmtpClientOptions) {
     this.options = options;
@@ -118,6 +126,19 @@ export class SmtpClient implements RelaySession {
 
   get closed(): boolean {
     return this.failure !== undefined;
+  }
+
+  /** True when the session ended because the server closed the connection or it broke. */
+  get droppedByServer(): boolean {
+    return this.dropped;
+  }
+
+  /**
+   * Bytes or replies the server sent that no command asked for. An idle pooled connection with
+   * any is out of step (a 421 before the server hangs up, say) and must not be used again.
+   */
+  get hasUnsolicitedInput(): boolean {
+    return this.inbound.length > 0 || this.unreadReplies.length > 0 || this.partialReplyLines.length > 0;
   }
 
   // ── Client identity (forwarding.ts builds the lines; smtp-target.ts decides) ──────────────

@@ -1,4 +1,5 @@
-// The smtp://host:port and lmtp://host:port relay targets: one SmtpClient per client session.
+// The smtp://host:port and lmtp://host:port relay targets: one SmtpClient per client session,
+// taken from and given back to the target's pool of warm connections where that is safe (pool.ts).
 // Owns: building client options from the relay config (the URL is parsed in config/), probing.
 // Must not: speak SMTP itself (smtp-client.ts does) or retry/queue anything.
 
@@ -6,6 +7,7 @@ import net from 'node:net';
 import { parseSmtpUrl, type SmtpEndpoint } from '../config/relay-target.ts';
 import { RelayError } from '../errors.ts';
 import { advertisedAttributes, proxyHeader, proxyLocalHeader, xclientCommands, xforwardCommands } from './forwarding.ts';
+import { ConnectionPool, PooledSession } from './pool.ts';
 import { SmtpClient, type SmtpClientOptions } from './smtp-client.ts';
 
 // The URL is data the config validates (config/relay-target.ts); re-exported for the relay's users.
@@ -19,6 +21,8 @@ export class SmtpTarget implements RelayTarget {
   readonly forward: ForwardMode;
   readonly endpoint: SmtpEndpoint;
   private readonly clientOptions: SmtpClientOptions;
+  /** Warm connections; undefined when pooling is off or the forward mode forbids it. */
+  readonly pool: ConnectionPool | undefined;
 
   constructor(config: SmtpRelayConfig, configPath = 'relay.target') {
     this.endpoint = parseSmtpUrl(config.url, configPath);
@@ -35,6 +39,12 @@ export class SmtpTarget implements RelayTarget {
       tlsRejectUnauthorized: config.tlsRejectUnauthorized,
       timeouts: Object.freeze({ ...config.timeouts }),
     });
+    // A connection that carries one client's identity cannot serve the next client: PROXY is
+    // the first thing on the connection (proxy-protocol.txt §2), and XCLIENT is refused once ADDR
+    // was applied by smtp-server and would keep the previous client's LOGIN= where the next has
+    // none. XFORWARD is sent before every MAIL FROM anyway (XFORWARD_README), so it pools.
+    const poolable = this.forward === 'none' || this.forward === 'xforward';
+    this.pool = config.pool && config.pool.maxIdle > 0 && poolable ? new ConnectionPool(config.pool, () => SmtpClient.open(this.clientOptions)) : undefined;
   }
 
   /**
@@ -46,6 +56,16 @@ export class SmtpTarget implements RelayTarget {
    * MTA's logs and, with XCLIENT, from its relay rules.
    */
   async open(client: ClientIdentity): Promise<RelaySession> {
+    const pool = this.pool;
+    if (pool) {
+      const { connection, reused } = await pool.acquire();
+      await this.identify(connection.client, client);
+      return new PooledSession(pool, connection, reused, async () => {
+        const fresh = await SmtpClient.open(this.clientOptions);
+        await this.identify(fresh, client);
+        return fresh;
+      });
+    }
     let header: Buffer | undefined;
     try {
       header = proxyHeader(this.forward, client);
@@ -53,13 +73,23 @@ export class SmtpTarget implements RelayTarget {
       throw new RelayError('protocol', `${this.description}: cannot write a PROXY header: ${(error as Error).message}`);
     }
     const session = await SmtpClient.open(header ? { ...this.clientOptions, proxyHeader: header } : this.clientOptions);
+    await this.identify(session, client);
+    return session;
+  }
+
+  /** QUITs the pool's idle connections (shutdown, or a reload replaced this target). */
+  async close(): Promise<void> {
+    await this.pool?.close();
+  }
+
+  /** XCLIENT or the XFORWARD lines for `client` on `session`; on failure the session is closed. */
+  private async identify(session: SmtpClient, client: ClientIdentity): Promise<void> {
     try {
       if (this.forward === 'xclient') {
         await session.xclient(xclientCommands(client, this.requireAttributes(session, 'XCLIENT', 'smtpd_authorized_xclient_hosts')));
       } else if (this.forward === 'xforward') {
         session.setXforward(xforwardCommands(client, this.requireAttributes(session, 'XFORWARD', 'smtpd_authorized_xforward_hosts')));
       }
-      return session;
     } catch (error) {
       await session.close();
       throw error;

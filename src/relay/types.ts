@@ -68,6 +68,21 @@ export interface SmtpRelayConfig {
     /** The reply (LMTP: the replies) to the final dot. */
     dataMs: number;
   };
+  /**
+   * Warm connections kept for reuse across transactions and client sessions (pool.ts). Absent
+   * or maxIdle 0: every client session opens its own connection and QUITs it at the end.
+   */
+  pool?: RelayPoolConfig;
+}
+
+/** Config `relay.pool`: how many idle connections to keep, how long, how often to reuse one. */
+export interface RelayPoolConfig {
+  /** Idle connections kept per target; 0 turns pooling off. */
+  maxIdle: number;
+  /** An idle connection is closed (QUIT) after this long unused. */
+  idleTimeoutMs: number;
+  /** A connection is closed (QUIT) after this many transactions instead of going back. */
+  maxTransactions: number;
 }
 
 /** One LMTP recipient's own reply to the final dot (RFC 2033 §4.2). */
@@ -112,7 +127,10 @@ export interface RelaySession {
   data(chunks: readonly Buffer[]): Promise<DataReply>;
   /** Abort the current transaction (RSET); the session stays usable. */
   reset(): Promise<void>;
-  /** QUIT and close; never rejects. */
+  /**
+   * Ends the session; never rejects. QUIT and close, or, for a pooled connection in a clean
+   * state, RSET and give it back to the pool (pool.ts) for the next client session.
+   */
   close(): Promise<void>;
   /** True once the downstream connection is gone (closed, broken); a new session is needed. */
   readonly closed: boolean;
@@ -135,4 +153,9 @@ export interface RelayTarget {
   open(client: ClientIdentity): Promise<RelaySession>;
   /** Cheap reachability probe for /readyz: connect, greet, QUIT. */
   probe(): Promise<void>;
+  /**
+   * Closes (QUIT) the idle pooled connections and stops pooling: sessions still open are
+   * closed, not pooled, when they end. For shutdown and for a target a reload replaced.
+   */
+  close?(): Promise<void>;
 }

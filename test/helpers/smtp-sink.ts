@@ -49,6 +49,9 @@ export async function startSink(options: SinkOptions = {}): Promise<Sink> {
   const server = new SMTPServer({
     logger: false,
     disableReverseLookup: true,
+    // close() ends idle connections at once (421, as an MTA that stops does) instead of waiting
+    // 30 s for them: sello keeps pooled connections to its relay target open between sessions.
+    closeTimeout: 1,
     hideENHANCEDSTATUSCODES: true,
     hideSTARTTLS: true,
     hideDSN: false,

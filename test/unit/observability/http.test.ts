@@ -69,3 +69,16 @@ test('cachedReadiness: runs checks in parallel, names failures, bounds each by t
   assert.equal((await readiness()).checks.relay, 'ok');
   assert.equal(probes, 2);
 });
+
+test('cachedReadiness: an advisory check shows its reason but never makes sello unready', async () => {
+  const readiness = cachedReadiness(
+    () => [
+      { name: 'keys', check: async () => undefined },
+      { name: 'rotation new._domainkey.example.com', advisory: true, check: async () => Promise.reject(new Error('pending, not promoted: revoked')) },
+    ],
+    { cacheMs: 0 },
+  );
+  assert.deepEqual(await readiness(), { ready: true, checks: { keys: 'ok', 'rotation new._domainkey.example.com': 'pending, not promoted: revoked' } });
+  const failing = cachedReadiness(() => [{ name: 'keys', check: async () => Promise.reject(new Error('0 of 1 keys loaded')) }, { name: 'advice', advisory: true, check: async () => undefined }], { cacheMs: 0 });
+  assert.equal((await failing()).ready, false, 'an advisory check does not hide a real failure');
+});

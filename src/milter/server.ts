@@ -202,5 +202,8 @@ async function removeStaleSocket(path: string): Promise<void> {
     });
     probe.once('error', () => resolve(false));
   });
-  if (!inUse) await unlink(path);
+  // Another worker (workers > 1, node:cluster) may have removed it first.
+  if (!inUse) await unlink(path).catch((error: NodeJS.ErrnoException) => {
+    if (error.code !== 'ENOENT') throw error;
+  });
 }

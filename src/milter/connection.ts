@@ -29,15 +29,16 @@ import {
 const WANTED_ACTIONS = Action.addHeaders | Action.changeHeaders | Action.setMacroList;
 
 /**
- * Steps we skip (DATA, unknown commands) and steps we never refuse, so the MTA need not wait for
- * a reply (connect, HELO, each header, end of headers, each body chunk: a refusal for size comes
- * at the end of the message). HDR_LEADSPC: header values arrive exactly as written.
+ * Steps we skip (unknown commands) and steps we never refuse, so the MTA need not wait for a
+ * reply: each header, the end of headers, each body chunk (a refusal for size comes at the end of
+ * the message). Postfix then writes the whole message in one go. Every other step is answered,
+ * DATA included: a step the MTA writes without waiting for a reply, followed by a pause (the
+ * next SMTP command), leaves its next small write waiting on Nagle and our delayed ACK (40 ms per
+ * message with DATA skipped; bench:milter 90 → 300 msg/s). HDR_LEADSPC: header values arrive
+ * exactly as written.
  */
 const WANTED_PROTOCOL =
-  Protocol.noData |
   Protocol.noUnknown |
-  Protocol.noReplyConnect |
-  Protocol.noReplyHelo |
   Protocol.noReplyHeader |
   Protocol.noReplyEndOfHeaders |
   Protocol.noReplyBody |

@@ -139,6 +139,7 @@ export class MilterServer {
     if (this.#draining) {
       socket.destroy();
     }
+    socket.setNoDelay(true);
     socket.setTimeout(deps.config.limits.commandTimeout);
     socket.on('timeout', () => {
       log.info({ inMessage: connection.inMessage }, 'milter: the MTA was idle too long; closing the connection');
@@ -164,7 +165,10 @@ export class MilterServer {
           for (const command of decoder.push(chunk)) {
             const responses = await connection.handle(command);
             if (socket.destroyed) return;
-            for (const response of responses) socket.write(response);
+            // One write per command: the MTA reads the responses to one command together (an
+            // end of message's edits and its final reply), and small separate writes would wait
+            // on Nagle + delayed ACK (40 ms per message, measured with bench:milter).
+            if (responses.length > 0) socket.write(responses.length === 1 ? (responses[0] as Buffer) : Buffer.concat(responses));
             if (command.command === 'quit') {
               socket.end();
               return;

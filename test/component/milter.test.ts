@@ -46,6 +46,7 @@ describe('milter listener in the server', () => {
     const client = await MilterTestClient.connect(socketPath);
     await client.exchange(mta.negotiate());
     client.send(mta.connect('client.example', '198.51.100.3', 2525), mta.macros('M', { '{auth_authen}': 'alice', i: 'Q1' }));
+    assert.deepEqual((await client.read(1)).map((response) => response.letter), ['c']); // connect answered
     assert.equal((await client.exchange(mta.mail('<alice@example.org>')))[0]!.letter, 'c');
     assert.equal((await client.exchange(mta.rcpt('<bob@example.net>')))[0]!.letter, 'c');
     client.send(mta.header('From', ' alice@example.org'), mta.header('Subject', ' hi'), mta.endOfHeaders(), mta.body('Hello\r\n'));
@@ -62,6 +63,7 @@ describe('milter listener in the server', () => {
     const before = await MilterTestClient.connect(socketPath);
     await before.exchange(mta.negotiate());
     before.send(mta.connect('stranger.example', '203.0.113.9', 1234));
+    assert.deepEqual((await before.read(1)).map((response) => response.letter), ['c']); // connect answered
     assert.equal((await before.exchange(mta.mail('<x@stranger.example>')))[0]!.letter, 'a');
     const reloaded = await sello.running.reload(async () =>
       parseConfig({
@@ -75,6 +77,7 @@ describe('milter listener in the server', () => {
     const after = await MilterTestClient.connect(socketPath);
     await after.exchange(mta.negotiate());
     after.send(mta.connect('stranger.example', '203.0.113.9', 1234));
+    assert.deepEqual((await after.read(1)).map((response) => response.letter), ['c']); // connect answered
     assert.equal((await after.exchange(mta.mail('<x@stranger.example>')))[0]!.letter, 'c');
 
     await sello.running.close();

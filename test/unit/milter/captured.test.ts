@@ -72,7 +72,7 @@ describe('captured Postfix exchanges', () => {
     const commands = decoder.push(capture('postfix-smtpd-inbound').mta);
     assert.equal(decoder.buffered, 0);
     assert.deepEqual(names(commands), [
-      'negotiate', 'DC', 'connect', 'DH', 'helo', 'DM', 'mail', 'DR', 'rcpt', 'DT',
+      'negotiate', 'DC', 'connect', 'DH', 'helo', 'DM', 'mail', 'DR', 'rcpt', 'DT', 'data',
       ...Array(6).fill(['DL', 'header']).flat(),
       'DN', 'endOfHeaders', 'DB', 'body', 'DE', 'endOfMessage', 'abort', 'abort', 'quit',
     ]);

@@ -49,7 +49,7 @@ async function eventually(predicate: () => boolean, what: string): Promise<void>
 }
 
 describe('option negotiation', () => {
-  test('asks only for insert/change header and macro lists, skips DATA and unknown, no replies where it never refuses', async (t) => {
+  test('asks only for insert/change header and macro lists, skips unknown commands, no replies to headers and body', async (t) => {
     const { connect } = await startMilter(t);
     const client = await connect();
     const [response] = await client.exchange(mta.negotiate(6, 0x1ff, 0x1fffff));
@@ -57,7 +57,7 @@ describe('option negotiation', () => {
     const expected = Buffer.concat([
       uint32(6),
       uint32(0x111), // SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_SETSYMLIST
-      uint32(0x1c3380), // NODATA NOUNKNOWN NR_CONN NR_HELO NR_HDR NR_EOH NR_BODY HDR_LEADSPC
+      uint32(0x1c0180), // NOUNKNOWN NR_HDR NR_EOH NR_BODY HDR_LEADSPC
       uint32(0),
       Buffer.from('j {daemon_name} {client_addr} {client_name}\0'),
       uint32(2),
@@ -101,6 +101,7 @@ describe('a signed message (authenticated client)', () => {
     });
     const client = await negotiated(connect);
     client.send(mta.macros('C', { j: 'mx.example.org', '{daemon_name}': 'submission' }), mta.connect('client.example.net', '192.0.2.9', 40000), mta.helo('client.example.net'));
+    assert.deepEqual((await client.read(2)).map((response) => response.letter), ['c', 'c']); // connect and HELO answered
     client.send(mta.macros('M', { '{auth_authen}': 'alice', i: 'ABC123' }));
     assert.deepEqual((await client.exchange(mta.mail('<alice@example.org>'))).map((r) => r.letter), ['c']);
     assert.deepEqual((await client.exchange(mta.rcpt('<bob@example.net>'))).map((r) => r.letter), ['c']);
@@ -130,6 +131,7 @@ describe('a signed message (authenticated client)', () => {
     const { connect, engine } = await startMilter(t);
     const client = await negotiated(connect);
     client.send(mta.connect('localhost', '127.0.0.1', 0), mta.helo('localhost'));
+    assert.deepEqual((await client.read(2)).map((response) => response.letter), ['c', 'c']); // connect and HELO answered
     await client.exchange(mta.mail('<root@example.org>'));
     const facts = engine.calls[0]![2] as ClientFacts;
     assert.equal(facts.trusted, true);
@@ -140,6 +142,7 @@ describe('a signed message (authenticated client)', () => {
     const { connect, engine } = await startMilter(t);
     const client = await negotiated(connect);
     client.send(mta.macros('C', { '{client_addr}': '10.1.2.3' }), mta.connect('[10.1.2.3]', '10.1.2.3', 5000));
+    assert.deepEqual((await client.read(1)).map((response) => response.letter), ['c']); // connect answered
     await client.exchange(mta.mail('<>'));
     const facts = engine.calls[0]![2] as ClientFacts;
     assert.deepEqual([engine.calls[0]![1], facts.address, facts.trusted], ['', '10.1.2.3', true]);
@@ -149,6 +152,7 @@ describe('a signed message (authenticated client)', () => {
     const { connect, engine } = await startMilter(t, { verify: false });
     const client = await negotiated(connect);
     client.send(mta.connect('stranger.example', '198.51.100.1', 1234));
+    assert.deepEqual((await client.read(1)).map((response) => response.letter), ['c']); // connect answered
     assert.deepEqual((await client.exchange(mta.mail('<x@stranger.example>'))).map((r) => r.letter), ['a']);
     assert.deepEqual(engine.calls, []);
   });
@@ -160,6 +164,7 @@ describe('refusals become SMFIR_REPLYCODE', () => {
     engine.rcptVerdict = () => ({ action: 'reject', reply: { code: 550, enhanced: '5.7.23', text: 'SPF validation failed: 100% not permitted' } });
     const client = await negotiated(connect);
     client.send(mta.connect('bad.example', '203.0.113.5', 1234));
+    assert.deepEqual((await client.read(1)).map((response) => response.letter), ['c']); // connect answered
     await client.exchange(mta.mail('<x@spf-fail.example>'));
     const [response] = await client.exchange(mta.rcpt('<bob@example.org>'));
     assert.equal(response!.letter, 'y');
@@ -171,6 +176,7 @@ describe('refusals become SMFIR_REPLYCODE', () => {
     engine.mailVerdict = { action: 'defer', reply: { code: 451, enhanced: '4.7.24', text: 'SPF temporary error' } };
     const client = await negotiated(connect);
     client.send(mta.connect('c.example', '203.0.113.5', 1234));
+    assert.deepEqual((await client.read(1)).map((response) => response.letter), ['c']); // connect answered
     assert.equal(text((await client.exchange(mta.mail('<x@y.example>')))[0]!.data), '451 4.7.24 SPF temporary error\0');
     engine.mailVerdict = { action: 'accept' };
     engine.endVerdict = () => ({ action: 'reject', reply: { code: 550, enhanced: '5.7.1', text: 'DMARC policy' } });
@@ -183,6 +189,7 @@ describe('refusals become SMFIR_REPLYCODE', () => {
     const { connect, engine } = await startMilter(t, {}, { maxHeaderSize: 200 });
     const client = await negotiated(connect);
     client.send(mta.connect('c.example', '203.0.113.5', 1234));
+    assert.deepEqual((await client.read(1)).map((response) => response.letter), ['c']); // connect answered
     await client.exchange(mta.mail('<x@y.example>'));
     for (let index = 0; index < 10; index++) client.send(mta.header('X-Filler', ` ${'x'.repeat(40)}`));
     client.send(mta.endOfHeaders(), mta.body('hi\r\n'));
@@ -194,6 +201,7 @@ describe('refusals become SMFIR_REPLYCODE', () => {
     const { connect } = await startMilter(t, {}, { maxMessageSize: 1000 });
     const client = await negotiated(connect);
     client.send(mta.connect('c.example', '203.0.113.5', 1234));
+    assert.deepEqual((await client.read(1)).map((response) => response.letter), ['c']); // connect answered
     await client.exchange(mta.mail('<x@y.example>'));
     client.send(mta.header('From', ' x@y.example'), mta.endOfHeaders());
     for (let index = 0; index < 5; index++) client.send(mta.body('y'.repeat(400)));
@@ -207,6 +215,7 @@ describe('refusals become SMFIR_REPLYCODE', () => {
     };
     const client = await negotiated(connect);
     client.send(mta.connect('c.example', '203.0.113.5', 1234));
+    assert.deepEqual((await client.read(1)).map((response) => response.letter), ['c']); // connect answered
     await client.exchange(mta.mail('<x@y.example>'));
     client.send(mta.header('From', ' x@y.example'), mta.endOfHeaders());
     assert.equal(text((await client.exchange(mta.endOfMessage()))[0]!.data), '451 4.3.0 Local error in processing, try again later\0');
@@ -219,6 +228,7 @@ describe('the MTA reuses the connection', () => {
     const { connect, engine } = await startMilter(t);
     const client = await negotiated(connect);
     client.send(mta.connect('c.example', '203.0.113.5', 1234));
+    assert.deepEqual((await client.read(1)).map((response) => response.letter), ['c']); // connect answered
     await client.exchange(mta.mail('<x@y.example>'));
     client.send(mta.header('From', ' x@y.example'), mta.abort());
     await client.exchange(mta.mail('<z@y.example>'));
@@ -270,6 +280,7 @@ describe('bad input: one log line, the connection closed, no crash', () => {
     const { connect, log, engine } = await startMilter(t);
     const client = await negotiated(connect);
     client.send(mta.connect('c.example', '203.0.113.5', 1234));
+    assert.deepEqual((await client.read(1)).map((response) => response.letter), ['c']); // connect answered
     await client.exchange(mta.mail('<x@y.example>'));
     client.send(mta.header('From', ' x@y.example'));
     client.close();
@@ -291,6 +302,7 @@ describe('lifecycle', () => {
     const idle = await negotiated(connect);
     const busy = await negotiated(connect);
     busy.send(mta.connect('c.example', '203.0.113.5', 1234));
+    assert.deepEqual((await busy.read(1)).map((response) => response.letter), ['c']); // connect answered
     await busy.exchange(mta.mail('<x@y.example>'));
     const stopped = server.shutdown(10_000);
     await idle.waitClosed();

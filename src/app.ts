@@ -65,9 +65,9 @@ export interface SigningSetup {
 export async function loadSigning(config: Config, now?: () => Date, heldPromotions?: HeldPromotions): Promise<SigningSetup> {
   const { domains } = await rotatedSigningDomains(config.signing.domains, config.signing.keysDir, heldPromotions);
   const table = new SigningTable(domains);
-  const keys = await loadKeyStore(config.signing.keysDir, table);
+  const keys = await loadKeyStore(config.signing.keysDir, table, config.signing);
   const seal = config.inbound.arc.seal;
-  const arc = seal ? await loadArcSealKey(config.signing.keysDir, seal.domain, seal.selector) : undefined;
+  const arc = seal ? await loadArcSealKey(config.signing.keysDir, seal.domain, seal.selector, config.signing) : undefined;
   return {
     table,
     domains,

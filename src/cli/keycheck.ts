@@ -12,8 +12,9 @@ import { parseDuration } from '../config/schema.ts';
 import { createResolver, type DnsServerAddress } from '../dns/resolver.ts';
 import { KeyError, UsageError } from '../errors.ts';
 import { checkKey, type KeyCheck, type LocalKey } from '../signing/key-check.ts';
-import { keyPath, validateDomain, validateSelector } from '../signing/keys.ts';
+import { validateDomain, validateSelector } from '../signing/keys.ts';
 import { DEFAULT_ROTATION_TIMING, readRotation, removableFrom, ROTATION_FILE, rotatedSigningDomains, type RotationKey, type RotationKeyState, type RotationTiming } from '../signing/rotation.ts';
+import { signingKeyPath } from '../signing/key-store.ts';
 import { SigningTable } from '../signing/table.ts';
 import { configPath } from './config-path.ts';
 import { asUsage, parseCommandArgs, parseDnsServerFlag } from './args.ts';
@@ -28,7 +29,8 @@ public key with it. The keys are those of the config's signing table, or with --
 states:
   ok        the record carries this key (k= and p= match)
   missing   no TXT record at the name, or none that is a DKIM key record
-  mismatch  p= or k= differ from the local key, or several key records compete
+  mismatch  p= or k= differ from the local key, s= excludes email, h= excludes sha256, or
+            several key records compete (t=y, t=s and n= are shown as notes)
   revoked   the record has an empty p= (RFC 6376 §3.6.1)
   error     the lookup failed (DNS timeout, SERVFAIL) or the local key cannot be read
 
@@ -229,14 +231,14 @@ async function localKeys(
   for (const { domain, selector } of new SigningTable((await rotatedSigningDomains(config.signing.domains, keysDir)).domains).keys()) {
     if (!matches(domain, selector) || seen.has(`${domain}/${selector}`)) continue;
     seen.add(`${domain}/${selector}`);
-    keys.push({ domain, selector, path: keyPath(keysDir, domain, selector) });
+    keys.push({ domain, selector, path: signingKeyPath(keysDir, domain, selector, config.signing) });
   }
   // A rotating domain's pending and retiring keys are checked too (rotation.yaml, docs/rotation.md).
   for (const domain of new Set(keys.map((key) => key.domain).concat(Object.keys(config.signing.domains).map((pattern) => pattern.replace(/^\*\./, ''))))) {
     for (const { selector } of (await readRotation(keysDir, domain))?.state.keys ?? []) {
       if (!matches(domain, selector) || seen.has(`${domain}/${selector}`)) continue;
       seen.add(`${domain}/${selector}`);
-      keys.push({ domain, selector, path: keyPath(keysDir, domain, selector) });
+      keys.push({ domain, selector, path: signingKeyPath(keysDir, domain, selector, config.signing) });
     }
   }
   const { checkInterval, confirmations } = config.signing.rotation;

@@ -17,7 +17,9 @@ import {
   validateDomain,
   validateSelector,
   writeKey,
+  writeRecordFile,
   type KeyAlgorithm,
+  type RecordTags,
   type RsaKeySize,
 } from '../signing/keys.ts';
 import { asUsage, parseCommandArgs } from './args.ts';
@@ -39,6 +41,14 @@ options:
                       value (the record value alone), json (one object per line)
   --keys-dir DIR      key directory (default: keys)
   --if-missing        keep a key that already exists and print its record instead of failing
+  --record-file       also write the record (bind form) beside the key: <keys-dir>/<domain>/<selector>.txt
+                      (what sello dns-zone reads back, with the tags below)
+
+record tags (RFC 6376 §3.6.1), as opendkim-genkey and rspamadm write them:
+  --testing           t=y: the domain is testing DKIM (verifiers treat its mail as unsigned)
+  --strict-subdomains t=s: signatures' i= must be in d= itself, not a subdomain
+  --service S         s=S: email (the key signs mail only) or * (any service, the default)
+  --note TEXT         n=TEXT: a note for whoever reads the record
   -h, --help          show this help
 `;
 
@@ -55,7 +65,7 @@ export function createKeygenCommand(now: () => Date = () => new Date()): Command
       io.stdout(keygenUsage);
       return 0;
     }
-    const { domain, keysDir, format, bits, ifMissing } = options;
+    const { domain, keysDir, format, bits, ifMissing, tags, recordFile } = options;
     if (bits === 1024) {
       io.stderr('warning: a 1024-bit RSA key is the RFC 8301 §3.2 minimum; use it only if your DNS provider cannot take a record split into several strings\n');
     }
@@ -89,15 +99,17 @@ export function createKeygenCommand(now: () => Date = () => new Date()): Command
         if (key.algorithm !== algorithm) {
           io.stderr(`warning: ${path} is an ${key.algorithm} key, not ${algorithm}; kept as it is\n`);
         }
-        value = dnsRecordValue(key);
+        value = dnsRecordValue(key, tags);
         io.stdout(`${formatRecord(domain, selector, value, format)}\n`);
         io.stderr(`kept existing key ${path}; its record belongs at ${name}\n`);
+        if (recordFile) io.stderr(`wrote the record to ${await writeRecordFile(path, formatRecord(domain, selector, value, 'bind'))}\n`);
       } else {
         const pem = generateKey(algorithm, algorithm === 'rsa' ? bits : undefined);
         const written = await writeKey(keysDir, domain, selector, pem);
-        value = dnsRecordValue(createPrivateKey(pem));
+        value = dnsRecordValue(createPrivateKey(pem), tags);
         io.stdout(`${formatRecord(domain, selector, value, format)}\n`);
         io.stderr(`wrote ${algorithm} key to ${written}; publish the record above at ${name} before signing with it\n`);
+        if (recordFile) io.stderr(`wrote the record to ${await writeRecordFile(written, formatRecord(domain, selector, value, 'bind'))}\n`);
       }
     }
     return 0;
@@ -114,6 +126,8 @@ interface KeygenOptions {
   format: 'bind' | 'value' | 'json';
   keysDir: string;
   ifMissing: boolean;
+  tags: RecordTags;
+  recordFile: boolean;
 }
 
 function parseKeygenArgs(args: string[]): KeygenOptions | 'help' {
@@ -127,6 +141,11 @@ function parseKeygenArgs(args: string[]): KeygenOptions | 'help' {
       format: { type: 'string' },
       'keys-dir': { type: 'string' },
       'if-missing': { type: 'boolean' },
+      'record-file': { type: 'boolean' },
+      testing: { type: 'boolean' },
+      'strict-subdomains': { type: 'boolean' },
+      service: { type: 'string' },
+      note: { type: 'string' },
     },
   });
   if (values.help) return 'help';
@@ -153,7 +172,22 @@ function parseKeygenArgs(args: string[]): KeygenOptions | 'help' {
   if (keysDir === '') throw new UsageError('--keys-dir must not be empty');
   const selector = values.selector === undefined ? undefined : asUsage(() => validateSelector(values.selector ?? ''));
 
-  return { domain, selector, algorithm, bits, format, keysDir, ifMissing: values['if-missing'] ?? false };
+  const service = values.service;
+  if (service !== undefined && service !== 'email' && service !== '*') {
+    // RFC 6376 §3.6.1 defines "email" and "*"; anything else would make verifiers ignore the key for mail.
+    throw new UsageError(`--service must be email or * (RFC 6376 §3.6.1), not ${JSON.stringify(service)}`);
+  }
+  const note = values.note;
+  if (note !== undefined && (note.length > 200 || /[\x00-\x1f\x7f]/.test(note))) {
+    throw new UsageError('--note must be one line of at most 200 characters');
+  }
+  const tags: RecordTags = {
+    ...(values.testing ? { testing: true } : {}),
+    ...(values['strict-subdomains'] ? { strictSubdomains: true } : {}),
+    ...(service !== undefined ? { service } : {}),
+    ...(note !== undefined ? { note } : {}),
+  };
+  return { domain, selector, algorithm, bits, format, keysDir, ifMissing: values['if-missing'] ?? false, tags, recordFile: values['record-file'] ?? false };
 }
 
 async function fileExists(path: string): Promise<boolean> {

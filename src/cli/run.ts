@@ -15,6 +15,8 @@ const commands: Record<string, () => Promise<Command>> = {
   passwd: async () => (await import('./passwd.ts')).passwdCommand,
   verify: async () => (await import('./verify.ts')).verifyCommand,
   rotate: async () => (await import('./rotate.ts')).rotateCommand,
+  import: async () => (await import('./import-opendkim.ts')).importCommand,
+  'dns-zone': async () => (await import('./dns-zone.ts')).dnsZoneCommand,
 };
 
 const usage = `usage: sello <command> [options]
@@ -30,6 +32,8 @@ commands:
   passwd         print a user's line for a local AUTH credentials file
   verify         verify the DKIM signatures and ARC chain of a message from stdin
   rotate         make the next DKIM key; the server switches once DNS serves it
+  import         print the sello config of an OpenDKIM setup (sello import opendkim [FILE])
+  dns-zone       print the DNS TXT records of every key in the signing table as a zone snippet
 
 Run 'sello <command> --help' for a command's options.
 `;

@@ -28,7 +28,7 @@ export const serveCommand: Command = async (args, io) => {
   const file = configPath(values.config, io.env);
   const config = await loadConfig(file, io.env);
   // The level is fixed at start: a reload does not re-create the logger.
-  const logger = createLogger(config.logging.level);
+  const logger = createLogger(config.logging.level, undefined, config.logging.format);
   const workers = workerCount(config.workers);
   if (workers > 1) return runPrimary({ config, workers, logger, load: () => loadConfig(file, io.env), stderr: io.stderr });
   // Caught from the start: SIGHUP's default action would end the process. One that arrives

@@ -4,7 +4,7 @@
 
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { parseDocument } from 'yaml';
+import { isMap, isScalar, isSeq, parseDocument, type Document } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.ts';
 import { configSchema, type Config } from './schema.ts';
@@ -106,5 +106,24 @@ export async function loadConfig(file: string, environment: NodeJS.ProcessEnv = 
     const [first] = document.errors;
     throw new ConfigError('', `${file}: YAML error: ${first?.message ?? 'unparseable'}`);
   }
+  keepSelectorDigits(document);
   return parseConfig(document.toJS(), environment);
+}
+
+/**
+ * YAML reads an unquoted selector such as keygen's default `202611` as a number, and `0123` as
+ * 123. Selectors are names: a numeric scalar in a selector position becomes its source text.
+ */
+function keepSelectorDigits(document: Document): void {
+  const asWritten = (node: unknown) => {
+    if (isScalar(node) && typeof node.value === 'number' && typeof node.source === 'string') node.value = node.source;
+  };
+  const domains = document.getIn(['signing', 'domains'], true);
+  if (isMap(domains)) {
+    for (const pair of domains.items) {
+      if (isSeq(pair.value)) pair.value.items.forEach(asWritten);
+      else asWritten(pair.value);
+    }
+  }
+  asWritten(document.getIn(['inbound', 'arc', 'seal', 'selector'], true));
 }

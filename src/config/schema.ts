@@ -89,10 +89,13 @@ const network = z.string().refine(
   { message: 'expected an IP address or CIDR network, e.g. "192.0.2.0/24" or "::1/128"' },
 );
 
-/** RFC 6376 §3.1: selector = sub-domain *( "." sub-domain ). */
+/**
+ * RFC 6376 §3.1: selector = sub-domain *( "." sub-domain ). A number is taken as its digits: YAML
+ * reads keygen's default selector `202611` unquoted as an integer (load.ts keeps its exact digits).
+ */
 const selector = z
-  .string()
-  .regex(/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$/i, 'not a valid DKIM selector');
+  .union([z.string(), z.number().transform(String)])
+  .pipe(z.string().regex(/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$/i, 'not a valid DKIM selector'));
 
 /** A signing-table key: "example.com" or "*.example.com" (every subdomain, not the domain itself). */
 const domainPattern = z
@@ -254,6 +257,10 @@ export const configSchema = z
             retireMargin: duration.prefault('1d'),
           })
           .prefault({}),
+        /** Key files elsewhere than <keysDir>/<domain>/<selector>.pem, by record name: "<selector>._domainkey.<domain>": path. */
+        keyFiles: z.record(z.string().regex(/^[A-Za-z0-9.-]+\._domainkey\.[A-Za-z0-9.-]+$/, 'expected "<selector>._domainkey.<domain>"'), z.string().min(1)).default({}),
+        /** Load key files readable by group or others (refused by default, as OpenDKIM does). */
+        allowUnsafeKeys: z.boolean().default(false),
       })
       .prefault({}),
     inbound: z
@@ -343,6 +350,8 @@ export const configSchema = z
     logging: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+        /** json: one pino JSON object per line; text: one greppable "time LEVEL msg key=value" line (journald, humans). */
+        format: z.enum(['json', 'text']).default('json'),
       })
       .prefault({}),
     metrics: z

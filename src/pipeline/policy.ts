@@ -26,21 +26,23 @@ function spfReply(outcome: SpfOutcome, action: 'defer' | 'reject', explanationUr
   const cls = permanent ? '5' : '4';
   const suffix = explanationUrl ? ` ${explanationUrl}` : '';
   const identity = outcome.identity === 'helo' ? `HELO ${safe(outcome.helo)}` : safe(outcome.domain);
+  // Every SPF refusal starts its text with "[SPF]" so an admin can grep logs and bounces for it
+  // (the tag Debian's Exim SPF ACL used; README "Inbound").
   switch (outcome.result) {
     case 'fail':
       // RFC 7372 §3.2: X.7.23 "SPF validation failed".
-      return reply(code, `${cls}.7.23`, `SPF validation failed: ${safe(outcome.clientIp)} is not allowed to send mail from ${identity}${suffix}`);
+      return reply(code, `${cls}.7.23`, `[SPF] ${safe(outcome.clientIp)} is not allowed to send mail from ${identity}${suffix}`);
     case 'temperror':
       // RFC 7372 §3.2: X.7.24 "SPF validation error"; RFC 7208 §8.6 recommends a 4xx.
       return permanent
-        ? reply(code, '5.7.24', `SPF validation error (DNS failure) for ${identity}${suffix}`)
-        : reply(code, '4.7.24', `SPF validation error (temporary DNS failure), try again later${suffix}`);
+        ? reply(code, '5.7.24', `[SPF] DNS failure while checking ${identity}${suffix}`)
+        : reply(code, '4.7.24', `[SPF] temporary DNS failure while checking ${identity}, try again later${suffix}`);
     case 'permerror':
       // RFC 7208 §8.7: the domain's record is broken; RFC 7372 X.7.24.
-      return reply(code, `${cls}.7.24`, `SPF validation error: ${identity} has an invalid SPF record${suffix}`);
+      return reply(code, `${cls}.7.24`, `[SPF] ${identity} has an invalid SPF record${suffix}`);
     default:
       // softfail, neutral, none, pass refused only because the operator chose to: X.7.1.
-      return reply(code, `${cls}.7.1`, `SPF result ${outcome.result} for ${identity} not accepted here${suffix}`);
+      return reply(code, `${cls}.7.1`, `[SPF] result ${outcome.result} for ${identity} is not accepted here${suffix}`);
   }
 }
 

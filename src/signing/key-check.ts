@@ -142,12 +142,29 @@ export function parseKeyRecord(text: string): ParsedRecord {
 /** One key record against the local key: k= (default rsa) and p=. */
 function compare(tags: Map<string, string>, key: Pick<LoadedKey, 'algorithm' | 'privateKey'>): Judgement {
   const notes: string[] = [];
-  // RFC 6376 §3.6.1: t=y marks a domain testing DKIM; verifiers must not treat it differently
-  // from unsigned mail, so say so but do not count it as a problem.
-  if ((tags.get('t') ?? '').split(':').some((flag) => flag.trim() === 'y')) notes.push('t=y: the domain is testing DKIM');
+  // RFC 6376 §3.6.1 t=: a colon-separated list of flags; unknown flags MUST be ignored.
+  const flags = (tags.get('t') ?? '').split(':').map((flag) => flag.trim());
+  // t=y marks a domain testing DKIM; verifiers must not treat it differently from unsigned mail,
+  // so say so but do not count it as a problem.
+  if (flags.includes('y')) notes.push('t=y: the domain is testing DKIM');
+  // t=s: i= must not be a subdomain of d=; sello's signatures carry no i= (default @d=), so it holds.
+  if (flags.includes('s')) notes.push('t=s: strict subdomains (i= must be in d= itself; sello sets no i=, so its signatures comply)');
+  const note = tags.get('n');
+  if (note !== undefined && note !== '') notes.push(`n=${note}`);
   // §3.6.1: p= is a base64string, which may contain FWS (§2.4); those spaces are not part of the key.
   const p = (tags.get('p') ?? '').replace(/[\t\r\n ]+/g, '');
   if (p === '') return { state: 'revoked', detail: 'p= is empty: the key is revoked (RFC 6376 §3.6.1)', notes };
+  // s=: service types, "*" (the default) or "email"; a key for other services only must not
+  // be used to verify mail (§3.6.1), so it cannot verify what sello signs.
+  const services = (tags.get('s') ?? '*').split(':').map((service) => service.trim().toLowerCase());
+  if (!services.includes('*') && !services.includes('email')) {
+    return { state: 'mismatch', detail: `s=${tags.get('s') ?? ''} does not include email or *: verifiers will not use this key for mail (RFC 6376 §3.6.1)`, notes };
+  }
+  // h=: acceptable hash algorithms (default: all); sello signs with sha256 (RFC 8301 §3.1).
+  const hashes = tags.get('h');
+  if (hashes !== undefined && !hashes.split(':').map((hash) => hash.trim().toLowerCase()).includes('sha256')) {
+    return { state: 'mismatch', detail: `h=${hashes} does not allow sha256, the only hash sello signs with (RFC 8301 §3.1)`, notes };
+  }
 
   const published = (tags.get('k') ?? 'rsa').toLowerCase(); // k= defaults to rsa (§3.6.1)
   if (published !== key.algorithm) {

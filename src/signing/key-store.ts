@@ -6,7 +6,7 @@
 import { ConfigError, KeyError } from '../errors.ts';
 import type { ArcSealKey } from './arc-sealer.ts';
 import type { SigningKey } from './dkim-signature.ts';
-import { keyPath, loadKey } from './keys.ts';
+import { keyPath, loadKey, recordName, unsafeKeyMode, type LoadedKey } from './keys.ts';
 import type { SigningTable } from './table.ts';
 
 /** What is known about a loaded key besides its material (metrics, logs): never the key itself. */
@@ -30,21 +30,51 @@ export interface KeyStore {
   readonly loaded: readonly KeyInfo[];
 }
 
+/** Where keys are besides <keysDir> and whether loose file modes are tolerated (signing.*). */
+export interface KeyLocations {
+  /** "<selector>._domainkey.<domain>" → key file, for keys kept where they are (sello import opendkim). */
+  readonly keyFiles?: Readonly<Record<string, string>>;
+  readonly allowUnsafeKeys?: boolean;
+}
+
+/** The key file of (domain, selector): signing.keyFiles if listed there, else <keysDir>/<domain>/<selector>.pem. */
+export function signingKeyPath(keysDir: string, domain: string, selector: string, locations: KeyLocations = {}): string {
+  const name = recordName(domain, selector);
+  const listed = Object.entries(locations.keyFiles ?? {}).find(([recordKey]) => recordKey.toLowerCase().replace(/\.$/, '') === name);
+  return listed ? listed[1] : keyPath(keysDir, domain, selector);
+}
+
+/** The KeyError of signing.allowUnsafeKeys: the file exists but is open to group or others. */
+class UnsafeKeyFile extends KeyError {}
+
+/** loadKey, then the file-mode rule of signing.allowUnsafeKeys. */
+async function loadSigningKey(path: string, locations: KeyLocations): Promise<LoadedKey> {
+  const key = await loadKey(path);
+  const unsafe = locations.allowUnsafeKeys ? undefined : unsafeKeyMode(key);
+  if (unsafe) throw new UnsafeKeyFile(path, unsafe);
+  return key;
+}
+
+/** The hint to append to a key problem: how to make the key, unless the key exists and only its mode is wrong. */
+function makeHint(error: KeyError, command: string): string {
+  return error instanceof UnsafeKeyFile ? '' : ` (make it with: ${command})`;
+}
+
 /** Loads every key the table names; the first problem is a ConfigError naming the table entry. */
-export async function loadKeyStore(keysDir: string, table: SigningTable): Promise<KeyStore> {
+export async function loadKeyStore(keysDir: string, table: SigningTable, locations: KeyLocations = {}): Promise<KeyStore> {
   const keys = new Map<string, SigningKey>();
   const loaded: KeyInfo[] = [];
   const warnings: string[] = [];
   for (const { domain, selector } of table.keys()) {
-    const path = keyPath(keysDir, domain, selector);
+    const path = signingKeyPath(keysDir, domain, selector, locations);
     try {
-      const key = await loadKey(path);
+      const key = await loadSigningKey(path, locations);
       keys.set(`${domain}/${selector}`, { domain, selector, algorithm: key.algorithm, privateKey: key.privateKey });
       loaded.push({ domain, selector, algorithm: `${key.algorithm}-sha256`, bits: key.bits ?? 256, path, modified: key.modified });
       warnings.push(...key.warnings);
     } catch (error) {
       if (error instanceof KeyError) {
-        throw new ConfigError(`signing.domains["${domain}"]`, `selector "${selector}": ${error.message} (make it with: sello keygen ${domain} --selector ${selector} --keys-dir ${keysDir})`);
+        throw new ConfigError(`signing.domains["${domain}"]`, `selector "${selector}": ${error.message}${makeHint(error, `sello keygen ${domain} --selector ${selector} --keys-dir ${keysDir}`)}`);
       }
       throw error;
     }
@@ -63,21 +93,21 @@ export async function loadKeyStore(keysDir: string, table: SigningTable): Promis
  * ARC validators check rsa-sha256 while Ed25519 support is not universal (README "ARC
  * sealing"). Any problem is a ConfigError under inbound.arc.seal naming the key file.
  */
-export async function loadArcSealKey(keysDir: string, domain: string, selector: string): Promise<{ key: ArcSealKey; info: KeyInfo; warnings: string[] }> {
+export async function loadArcSealKey(keysDir: string, domain: string, selector: string, locations: KeyLocations = {}): Promise<{ key: ArcSealKey; info: KeyInfo; warnings: string[] }> {
   const where = 'inbound.arc.seal';
   const make = `sello keygen ${domain} --selector ${selector} --algorithm rsa --keys-dir ${keysDir}`;
   let path: string;
   try {
-    path = keyPath(keysDir, domain, selector);
+    path = signingKeyPath(keysDir, domain, selector, locations);
   } catch (error) {
     if (error instanceof KeyError) throw new ConfigError(where, error.message);
     throw error;
   }
   let key;
   try {
-    key = await loadKey(path);
+    key = await loadSigningKey(path, locations);
   } catch (error) {
-    if (error instanceof KeyError) throw new ConfigError(where, `selector "${selector}": ${error.message} (make it with: ${make})`);
+    if (error instanceof KeyError) throw new ConfigError(where, `selector "${selector}": ${error.message}${makeHint(error, make)}`);
     throw error;
   }
   if (key.algorithm === 'ed25519') {

@@ -5,7 +5,7 @@
 
 import { createPrivateKey, createPublicKey, generateKeyPairSync, KeyObject } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { mkdir, open, unlink } from 'node:fs/promises';
+import { mkdir, open, rename, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { domainToASCII } from 'node:url';
 import { KeyError } from '../errors.ts';
@@ -32,6 +32,8 @@ export interface LoadedKey {
   readonly warnings: string[];
   /** The file's modification time (sello_key_age_seconds). */
   readonly modified: Date;
+  /** The file's permission bits, e.g. 0o600 (key-store.ts refuses group or other access). */
+  readonly mode: number;
 }
 
 /** A new private key as PKCS#8 PEM. RSA defaults to 2048 bits (RFC 8301 §3.2 allows 1024–4096). */
@@ -110,6 +112,16 @@ export function recordName(domain: string, selector: string): string {
 }
 
 /**
+ * Why a key file must not sign: readable or writable by group or others (OpenDKIM refuses such
+ * keys too, unless RequireSafeKeys is off), with the command that fixes it; undefined if safe.
+ */
+export function unsafeKeyMode(key: Pick<LoadedKey, 'path' | 'mode'>): string | undefined {
+  if ((key.mode & 0o077) === 0) return undefined;
+  const mode = key.mode.toString(8).padStart(4, '0');
+  return `key file mode is ${mode}, open to group or others; run: chmod 600 ${key.path} (or set signing.allowUnsafeKeys: true)`;
+}
+
+/**
  * Writes a new key file (mode 0600, directories 0700) and returns its path. Never overwrites:
  * the file is created with O_EXCL, so an existing key is a KeyError.
  */
@@ -141,6 +153,32 @@ export async function writeKey(keysDir: string, domain: string, selector: string
     throw new KeyError(path, `cannot write key file: ${describe(error)}`);
   }
   await syncDirectory(directory);
+  return path;
+}
+
+/**
+ * Where a key's record file lives: beside the key, its name ending in .txt instead of .pem (sello)
+ * or .private (opendkim-genkey, which writes <selector>.private and <selector>.txt).
+ */
+export function recordFilePath(keyFile: string): string {
+  return /\.(pem|private|key)$/.test(keyFile) ? keyFile.replace(/\.(pem|private|key)$/, '.txt') : `${keyFile}.txt`;
+}
+
+/**
+ * Writes the record (public, mode 0644) beside its key, replacing an older one: the record is
+ * derived from the key and the chosen tags, never the other way round. Written to a temporary
+ * name and renamed, so a reader never sees half a record.
+ */
+export async function writeRecordFile(keyFile: string, record: string): Promise<string> {
+  const path = recordFilePath(keyFile);
+  const temporary = `${path}.${process.pid}.tmp`;
+  try {
+    await writeFile(temporary, record.endsWith('\n') ? record : `${record}\n`, { mode: 0o644, flag: 'wx' });
+    await rename(temporary, path);
+  } catch (error) {
+    await unlink(temporary).catch(() => undefined);
+    throw new KeyError(path, `cannot write the record file: ${describe(error)}`);
+  }
   return path;
 }
 
@@ -210,7 +248,7 @@ export async function loadKey(path: string): Promise<LoadedKey> {
   }
   const type = privateKey.asymmetricKeyType;
   if (type === 'ed25519') {
-    return { path, algorithm: 'ed25519', privateKey, pem, warnings, modified };
+    return { path, algorithm: 'ed25519', privateKey, pem, warnings, modified, mode };
   }
   if (type !== 'rsa') {
     // rsa-pss keys are restricted to PSS, which DKIM's rsa-sha256 (PKCS#1 v1.5) cannot use.
@@ -222,27 +260,58 @@ export async function loadKey(path: string): Promise<LoadedKey> {
   if (bits < 1024) throw new KeyError(path, `RSA key of ${String(bits)} bits is too short; RFC 8301 §3.2 requires at least 1024 (use 2048)`);
   if (bits < 2048) warnings.push(`${path}: RSA key of ${String(bits)} bits is below the recommended 2048 (RFC 8301 §3.2)`);
   if (bits > 4096) warnings.push(`${path}: RSA key of ${String(bits)} bits; verifiers need only support up to 4096 (RFC 8301 §3.2)`);
-  return { path, algorithm: 'rsa', bits, privateKey, pem, warnings, modified };
+  return { path, algorithm: 'rsa', bits, privateKey, pem, warnings, modified, mode };
+}
+
+/** Optional tags of a key record (RFC 6376 §3.6.1), as opendkim-genkey and rspamadm offer them. */
+export interface RecordTags {
+  /** t=y: the domain is testing DKIM; verifiers must treat its mail as unsigned. */
+  testing?: boolean;
+  /** t=s: the i= domain must be d= itself, not a subdomain of it. */
+  strictSubdomains?: boolean;
+  /** s=: the service the key is for; "email" (or "*", all, the default). */
+  service?: 'email' | '*';
+  /** n=: a note for administrators, not interpreted (qp-section). */
+  note?: string;
 }
 
 /**
  * The TXT record value (RFC 6376 §3.6.1). RSA: p= is the base64 DER SubjectPublicKeyInfo.
- * Ed25519: p= is the base64 of the raw 32-byte public key (RFC 8463 §4.2), not SPKI.
+ * Ed25519: p= is the base64 of the raw 32-byte public key (RFC 8463 §4.2), not SPKI. Optional
+ * tags come before p=, in the order t=, s=, n=.
  */
-export function dnsRecordValue(key: KeyObject | Pick<LoadedKey, 'privateKey'>): string {
+export function dnsRecordValue(key: KeyObject | Pick<LoadedKey, 'privateKey'>, tags: RecordTags = {}): string {
   const keyObject = key instanceof KeyObject ? key : key.privateKey;
   const publicKey = keyObject.type === 'public' ? keyObject : createPublicKey(keyObject);
+  const flags = [...(tags.testing ? ['y'] : []), ...(tags.strictSubdomains ? ['s'] : [])];
+  const optional = [
+    ...(flags.length > 0 ? [`t=${flags.join(':')}; `] : []),
+    ...(tags.service !== undefined ? [`s=${tags.service}; `] : []),
+    ...(tags.note !== undefined ? [`n=${qpSection(tags.note)}; `] : []),
+  ].join('');
   switch (publicKey.asymmetricKeyType) {
     case 'rsa':
-      return `v=DKIM1; k=rsa; p=${publicKey.export({ type: 'spki', format: 'der' }).toString('base64')}`;
+      return `v=DKIM1; k=rsa; ${optional}p=${publicKey.export({ type: 'spki', format: 'der' }).toString('base64')}`;
     case 'ed25519': {
       const raw = Buffer.from(publicKey.export({ format: 'jwk' }).x ?? '', 'base64url');
       if (raw.length !== 32) throw new KeyError('', `Ed25519 public key is ${String(raw.length)} bytes, expected 32`);
-      return `v=DKIM1; k=ed25519; p=${raw.toString('base64')}`;
+      return `v=DKIM1; k=ed25519; ${optional}p=${raw.toString('base64')}`;
     }
     default:
       throw new KeyError('', `unsupported key type "${publicKey.asymmetricKeyType ?? 'unknown'}"`);
   }
+}
+
+/**
+ * n= text as a qp-section (RFC 6376 §3.6.1, RFC 2045 §6.7): printable ASCII stays, except "="
+ * and ";" (which would end the tag); everything else, and spaces at the end, become =XX of
+ * their UTF-8 octets.
+ */
+export function qpSection(text: string): string {
+  const encoded = [...Buffer.from(text, 'utf8')]
+    .map((octet) => (octet >= 0x20 && octet <= 0x7e && octet !== 0x3d && octet !== 0x3b ? String.fromCharCode(octet) : `=${octet.toString(16).toUpperCase().padStart(2, '0')}`))
+    .join('');
+  return encoded.replace(/ +$/, (spaces) => '=20'.repeat(spaces.length));
 }
 
 /** RFC 1035 §3.3.14: a TXT RDATA character-string holds at most 255 octets. */
@@ -278,9 +347,9 @@ export function splitTxtStrings(value: string): string[] {
 
 /**
  * The record for publishing. bind: one zone-file line with the value split into quoted
- * character-strings; value: the value alone; json: {name, type, value, strings}. No final newline.
+ * character-strings (with a TTL when given); value: the value alone; json: {name, type, value, strings}. No final newline.
  */
-export function formatRecord(domain: string, selector: string, value: string, format: RecordFormat): string {
+export function formatRecord(domain: string, selector: string, value: string, format: RecordFormat, ttlSeconds?: number): string {
   const name = recordName(domain, selector);
   const strings = splitTxtStrings(value);
   switch (format) {
@@ -290,7 +359,7 @@ export function formatRecord(domain: string, selector: string, value: string, fo
       return JSON.stringify({ name, type: 'TXT', value, strings });
     case 'bind': {
       const quoted = strings.map((s) => `"${s.replace(/[\\"]/g, (c) => `\\${c}`)}"`);
-      return `${name}. IN TXT ( ${quoted.join(' ')} )`;
+      return `${name}.${ttlSeconds === undefined ? '' : ` ${String(ttlSeconds)}`} IN TXT ( ${quoted.join(' ')} )`;
     }
   }
 }

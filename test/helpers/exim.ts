@@ -14,7 +14,7 @@
 // that server as `exim.dns` and can point sello at it too (exim.dns.address).
 
 import { spawnSync } from 'node:child_process';
-import { chmod, chown, mkdir, writeFile } from 'node:fs/promises';
+import { chmod, chown, copyFile, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { DnsServer, Zone } from './dns-server.ts';
 import { clearMaildir, closeOnce, firstCopies, mtaDaemon, openMtaWorkspace, readMaildir, readTextFile, startOrClose, startPort53DnsServer, waitForMessageCount, type MtaHarness, type MtaOptions } from './mta-harness.ts';
@@ -50,6 +50,12 @@ export type EximOptions = MtaOptions & {
   /** Accept mail for non-local domains that an ACL let through and keep it in the maildir, as if
    *  delivered to the Internet (there is none here). Default false. */
   captureRemote?: boolean;
+  /** Retry rules placed before the harness's own catch-all (e.g. an '.include' of a shipped rule),
+   *  and the catch-all itself; default '*   *   F,10m,5s'. */
+  retryRules?: string[];
+  retryDefault?: string;
+  /** Run a queue runner every so often, as Debian's QUEUEINTERVAL does (e.g. '30s'); default none. */
+  queueInterval?: string;
 };
 
 /** One delivery: one recipient's copy of an accepted message. */
@@ -160,6 +166,8 @@ type ConfigInput = {
   logSelector: string[];
   relayFromHosts: string[];
   captureRemote: boolean;
+  retryRules: string[];
+  retryDefault: string;
 };
 
 function eximConfig(input: ConfigInput): string {
@@ -274,7 +282,8 @@ login:
   server_set_id = $auth1
 ${authenticatorLines}` : ''}
 begin retry
-*   *   F,10m,5s
+${input.retryRules.join('\n')}
+${input.retryDefault}
 `;
 }
 
@@ -331,6 +340,37 @@ export function withoutEximFields(message: Buffer): Buffer {
   return message.subarray(offset);
 }
 
+// ---------- included files ----------
+
+/**
+ * Exim reads its configuration, and every file it .includes, as Debian-exim. A checkout in a
+ * private directory (a 0700 home, /root, mktemp -d) is closed to that user, so each included file
+ * is copied into the harness's own directory (readable by Exim) and the line points at the copy.
+ * The copies are byte-for-byte the shipped files: the tests still exercise them verbatim.
+ */
+async function privateIncludes(lines: readonly string[], includeDir: string, copies: Map<string, string>): Promise<string[]> {
+  const out: string[] = [];
+  for (const line of lines) {
+    const match = /^(\s*\.include(?:_if_exists)?\s+)(\S+)\s*$/.exec(line);
+    if (!match) {
+      out.push(line);
+      continue;
+    }
+    const source = match[2] as string;
+    let copy = copies.get(source);
+    if (copy === undefined) {
+      copy = path.join(includeDir, `${String(copies.size + 1)}-${path.basename(source)}`);
+      await mkdir(includeDir, { recursive: true, mode: 0o755 });
+      await chmod(includeDir, 0o755);
+      await copyFile(source, copy);
+      await chmod(copy, 0o644);
+      copies.set(source, copy);
+    }
+    out.push(`${match[1] as string}${copy}`);
+  }
+  return out;
+}
+
 // ---------- start ----------
 
 export async function startExim(options: EximOptions = {}): Promise<Exim> {
@@ -350,6 +390,9 @@ export async function startExim(options: EximOptions = {}): Promise<Exim> {
     await mkdir(path.join(dir, 'mail'));
     await writeFile(path.join(dir, 'refuse'), refuseFile(options.refuse ?? {}));
     await writeFile(path.join(dir, 'users'), Object.entries(options.users ?? {}).map(([user, password]) => `${user}: ${password}\n`).join(''));
+    const copies = new Map<string, string>();
+    const includeDir = path.join(dir, 'include');
+    const local = (lines: readonly string[] | undefined) => privateIncludes(lines ?? [], includeDir, copies);
     await writeFile(
       configPath,
       eximConfig({
@@ -359,15 +402,17 @@ export async function startExim(options: EximOptions = {}): Promise<Exim> {
         eximPath,
         localDomains: options.localDomains ?? ['example.net'],
         refuseData: options.refuseData,
-        mainConfig: options.mainConfig ?? [],
+        mainConfig: await local(options.mainConfig),
         extraPorts: options.extraPorts ?? [],
-        routers: options.routers ?? [],
-        transports: options.transports ?? [],
+        routers: await local(options.routers),
+        transports: await local(options.transports),
         authenticate: Object.keys(options.users ?? {}).length > 0,
         authenticatorLines: options.authenticatorLines ?? [],
         logSelector: options.logSelector ?? [],
         relayFromHosts: options.relayFromHosts ?? [],
         captureRemote: options.captureRemote ?? false,
+        retryRules: await local(options.retryRules),
+        retryDefault: options.retryDefault ?? '*   *   F,10m,5s',
       }),
     );
     // Exim runs as its own user throughout; it owns everything in the dir except its config.
@@ -388,7 +433,7 @@ export async function startExim(options: EximOptions = {}): Promise<Exim> {
   const daemon = mtaDaemon({
     name: 'exim',
     resolvConf: workspace.resolvConf,
-    command: ['setpriv', `--reuid=${account.uid}`, `--regid=${account.gid}`, '--clear-groups', eximPath, '-C', configPath, '-bdf'],
+    command: ['setpriv', `--reuid=${account.uid}`, `--regid=${account.gid}`, '--clear-groups', eximPath, '-C', configPath, '-bdf', ...(options.queueInterval ? [`-q${options.queueInterval}`] : [])],
     host,
     listeners: [{ port }],
     startTimeoutMs: options.startTimeoutMs ?? 10_000,

@@ -245,7 +245,7 @@ describe('topology 1: sello in front of Exim (PROXY v2, AUTH passed through)', s
     await exim.clearMessages();
     const sent = await sendMail(mxPort, { from: 'mallory@fail.example', to: ['bob@example.com'], data: message('mallory@fail.example', 'bob@example.com', 'spf fail') }, { localAddress: INTERNET_CLIENT });
     assert.equal(sent.mail, '250 Accepted');
-    assert.deepEqual(sent.rcpt, [`550 5.7.23 SPF validation failed: ${INTERNET_CLIENT} is not allowed to send mail from fail.example`]);
+    assert.deepEqual(sent.rcpt, [`550 5.7.23 [SPF] ${INTERNET_CLIENT} is not allowed to send mail from fail.example`]);
     assert.equal(sent.dataCommand, undefined);
     await new Promise((resolve) => setTimeout(resolve, 300));
     assert.deepEqual(await exim.deliveries(), []);

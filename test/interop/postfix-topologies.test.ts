@@ -330,7 +330,7 @@ describe('topology 1: sello (mx, submission) in front of Postfix, XCLIENT', suit
   test('SPF fail is refused at RCPT with 550 5.7.23; Postfix never gets the recipient', async () => {
     const sent = await sendMail(mxPort, { from: 'mallory@fail.example', to: ['bob@example.net'], data: message('mallory@fail.example', 'bob@example.net', 'spf fail') }, { localAddress: CLIENT });
     assert.equal(sent.mail, '250 Accepted');
-    assert.deepEqual(sent.rcpt, ['550 5.7.23 SPF validation failed: 127.0.0.2 is not allowed to send mail from fail.example']);
+    assert.deepEqual(sent.rcpt, ['550 5.7.23 [SPF] 127.0.0.2 is not allowed to send mail from fail.example']);
     assert.equal(sent.dataCommand, undefined);
     assert.doesNotMatch(await postfix.maillog(), /from=<mallory@fail\.example>/);
   });
@@ -551,12 +551,12 @@ describe('topology 3: sello as Postfix\'s before-queue filter (smtpd_proxy_filte
   test('SPF fail on port 25 is refused at RCPT with 550 5.7.23, in step through the proxy; postmaster@ is still reachable', async () => {
     const { postfix, port25 } = setup;
     const sent = await sendMail(port25, { from: 'mallory@fail.example', to: ['bob@example.net', 'postmaster@example.net'], data: message('mallory@fail.example', 'bob@example.net', 'topology 3 spf fail') }, { localAddress: CLIENT });
-    assert.deepEqual(sent.rcpt, ['550 5.7.23 SPF validation failed: 127.0.0.2 is not allowed to send mail from fail.example', '250 2.1.5 Ok']);
+    assert.deepEqual(sent.rcpt, ['550 5.7.23 [SPF] 127.0.0.2 is not allowed to send mail from fail.example', '250 2.1.5 Ok']);
     const delivery = await deliveredAs(postfix, queueIdOf(sent.data));
     assert.equal(delivery.recipient, 'postmaster@example.net');
     assert.equal(parseReceivedSpf(headerFields(delivery.data, 'Received-SPF')[0] ?? '').result, 'fail');
     // Postfix logs a filter's refusal as a warning, not as "NOQUEUE: reject".
-    await postfix.waitForLog(/postfix\/smtpd\[\d+\]: warning: proxy 127\.0\.0\.1:\d+ rejected "RCPT TO:<bob@example\.net>": "550 5\.7\.23 SPF validation failed: 127\.0\.0\.2 is not allowed to send mail from fail\.example"/);
+    await postfix.waitForLog(/postfix\/smtpd\[\d+\]: warning: proxy 127\.0\.0\.1:\d+ rejected "RCPT TO:<bob@example\.net>": "550 5\.7\.23 \[SPF\] 127\.0\.0\.2 is not allowed to send mail from fail\.example"/);
   });
 
   test('port 25 never reaches the signing filter: a stranger\'s forged From: example.com is delivered unsigned (and checked)', async () => {

@@ -324,4 +324,30 @@ describe('reading key records', () => {
     assert.equal(judge(['v=DKIM1; p=', 'v=DKIM1; k=rsa; p='], ed).state, 'revoked');
     assert.deepEqual(judge([`${ours}; t=y`], ed), { state: 'ok', detail: '', notes: ['t=y: the domain is testing DKIM'] });
   });
+
+  test('every tag keygen writes is understood: t=y:s, s=email and n= are ok with notes', () => {
+    const tagged = dnsRecordValue(ed.privateKey, { testing: true, strictSubdomains: true, service: 'email', note: 'rotated; bob' });
+    assert.deepEqual(judge([tagged], ed), {
+      state: 'ok',
+      detail: '',
+      notes: ['t=y: the domain is testing DKIM', 't=s: strict subdomains (i= must be in d= itself; sello sets no i=, so its signatures comply)', 'n=rotated=3B bob'],
+    });
+    assert.equal(judge([dnsRecordValue(ed.privateKey, { service: '*' })], ed).state, 'ok');
+    assert.equal(judge([`v=DKIM1; k=ed25519; t=x:s; s=email:other; h=sha1:sha256; p=${/p=(\S+)$/.exec(dnsRecordValue(ed.privateKey))?.[1]}`], ed).state, 'ok', 'unknown flags and services are ignored');
+  });
+
+  test('s= without email or *, and h= without sha256, are mismatches that say why', () => {
+    const p = /p=(\S+)$/.exec(dnsRecordValue(ed.privateKey))?.[1];
+    assert.deepEqual(judge([`v=DKIM1; k=ed25519; s=web; p=${p}`], ed), {
+      state: 'mismatch',
+      detail: 's=web does not include email or *: verifiers will not use this key for mail (RFC 6376 §3.6.1)',
+      notes: [],
+    });
+    assert.deepEqual(judge([`v=DKIM1; k=ed25519; h=sha1; p=${p}`], ed), {
+      state: 'mismatch',
+      detail: 'h=sha1 does not allow sha256, the only hash sello signs with (RFC 8301 §3.1)',
+      notes: [],
+    });
+    assert.equal(judge([`v=DKIM1; k=ed25519; s=web; p=`], ed).state, 'revoked', 'an empty p= is revoked whatever else the record says');
+  });
 });

@@ -294,3 +294,39 @@ describe('keygen as a real process (bin/sello.js → main.ts)', () => {
     assert.equal(exists.stdout, '');
   });
 });
+
+describe('record tags and the record file (opendkim-genkey / rspamadm parity)', () => {
+  test('--testing --strict-subdomains --service email --note: t=y:s; s=email; n=… before p=, in every format', async () => {
+    const directory = keysDir();
+    const args = ['example.com', '--selector', 'tags', '--algorithm', 'ed25519', '--keys-dir', directory];
+    const { code, out } = await keygen([...args, '--testing', '--strict-subdomains', '--service', 'email', '--note', 'rotated 2026; ask=bob', '--format', 'value']);
+    assert.equal(code, 0);
+    const key = await loadKey(join(directory, 'example.com', 'tags.pem'));
+    const p = /p=(\S+)$/.exec(dnsRecordValue(key))?.[1];
+    assert.equal(out, `v=DKIM1; k=ed25519; t=y:s; s=email; n=rotated 2026=3B ask=3Dbob; p=${p}\n`);
+    const testingOnly = await keygen([...args, '--if-missing', '--testing', '--format', 'value']);
+    assert.equal(testingOnly.out, `v=DKIM1; k=ed25519; t=y; p=${p}\n`);
+    const serviceAll = await keygen([...args, '--if-missing', '--service', '*', '--format', 'value']);
+    assert.equal(serviceAll.out, `v=DKIM1; k=ed25519; s=*; p=${p}\n`);
+  });
+
+  test('--record-file writes the bind record beside the key as <selector>.txt (0644); without it nothing is written', async () => {
+    const directory = keysDir();
+    const { code, out, err } = await keygen(['example.com', '--selector', 'rec', '--keys-dir', directory, '--record-file', '--testing']);
+    assert.equal(code, 0, err);
+    const txt = join(directory, 'example.com', 'rec.txt');
+    assert.equal(await readFile(txt, 'utf8'), out, 'the file holds exactly the printed bind record');
+    assert.match(out, /^rec\._domainkey\.example\.com\. IN TXT \( "v=DKIM1; k=rsa; t=y; " "p=/);
+    assert.equal((await stat(txt)).mode & 0o777, 0o644);
+    assert.ok(err.includes(`wrote the record to ${txt}`));
+    await keygen(['example.com', '--selector', 'plain', '--keys-dir', directory]);
+    assert.deepEqual((await readdir(join(directory, 'example.com'))).sort(), ['plain.pem', 'rec.pem', 'rec.txt']);
+  });
+
+  test('bad --service and --note are usage errors (exit 2), nothing written', async () => {
+    const directory = keysDir();
+    await assert.rejects(keygen(['example.com', '--keys-dir', directory, '--service', 'web']), (error: unknown) => error instanceof UsageError && /--service must be email or \*/.test(error.message));
+    await assert.rejects(keygen(['example.com', '--keys-dir', directory, '--note', 'two\nlines']), (error: unknown) => error instanceof UsageError && /--note must be one line/.test(error.message));
+    await assert.rejects(readdir(directory), { code: 'ENOENT' });
+  });
+});

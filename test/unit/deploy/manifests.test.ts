@@ -155,6 +155,8 @@ test("keys from the Secret, read-only, mode 0400 with fsGroup, at the config's k
   for (const item of volume.secret.items ?? []) assert.ok(item.mode === undefined || (item.mode & 0o077) === 0, item.key);
   // Secret files are root-owned: without fsGroup the non-root user could not read a 0400 key.
   assert.ok((pod.spec.securityContext?.fsGroup ?? 0) > 0, 'fsGroup');
+  // …which makes the files 0440: sello refuses group-readable keys unless told (signing.allowUnsafeKeys).
+  assert.equal((selloYaml.signing as { allowUnsafeKeys?: boolean }).allowUnsafeKeys, true, 'allowUnsafeKeys for the 0440 Secret files');
   const mount = container.volumeMounts?.find((candidate) => candidate.name === volume.name);
   assert.equal(mount?.mountPath, selloYaml.signing.keysDir);
   assert.equal(mount?.readOnly, true);

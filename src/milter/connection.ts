@@ -69,8 +69,9 @@ function outOfOrder(message: string): MilterProtocolError {
   return new MilterProtocolError(message);
 }
 
+/** The message being received, between an accepted MAIL and its end. */
 interface Transaction {
-  /** Whether the engine is told about this message (false: accepted at MAIL, nothing to do). */
+  /** Header fields as "Name:value CRLF", CRLF folds restored. */
   headerParts: Buffer[];
   headerBytes: number;
   bodyParts: Buffer[];

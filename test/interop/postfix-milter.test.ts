@@ -148,7 +148,7 @@ describe('sello as Postfix milter (smtpd_milters, non_smtpd_milters)', suiteOpti
   test('SPF fail from the client is refused at RCPT with the engine\'s 550 5.7.23 reply', async () => {
     const sent = await sendMail(postfix.port, { from: 'mallory@fail.example', to: ['bob@example.net'], data: message('mallory@fail.example', 'bob@example.net', 'milter spf fail') }, { localAddress: CLIENT });
     assert.match(sent.mail, /^250/);
-    assert.deepEqual(sent.rcpt, ['550 5.7.23 SPF validation failed: 127.0.0.2 is not allowed to send mail from fail.example']);
+    assert.deepEqual(sent.rcpt, ['550 5.7.23 [SPF] 127.0.0.2 is not allowed to send mail from fail.example']);
     assert.equal(sent.dataCommand, undefined);
   });
 

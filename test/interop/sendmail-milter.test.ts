@@ -104,7 +104,7 @@ describe('sello as Sendmail milter (INPUT_MAIL_FILTER)', suiteOptions(checkSendm
     assert.match(sent.mail, /^250/);
     // Sendmail puts the recipient ("<address>... ") in front of the text of every RCPT reply, a
     // milter's too; code, enhanced code and text are the engine's.
-    assert.deepEqual(sent.rcpt, ['550 5.7.23 <bob@example.net>... SPF validation failed: 127.0.0.2 is not allowed to send mail from fail.example']);
+    assert.deepEqual(sent.rcpt, ['550 5.7.23 <bob@example.net>... [SPF] 127.0.0.2 is not allowed to send mail from fail.example']);
   });
 
   test('inbound: Received-SPF and Authentication-Results added', async () => {

@@ -244,6 +244,11 @@ export class MilterConnection {
       // this message, so the MTA sends no header or body events.
       return [encodeAccept()];
     }
+    // What the MTA said about itself and the client, for whoever follows a session in the log.
+    this.#options.logger.debug(
+      { sessionId: facts.sessionId, mta: this.#macros.get('j'), daemon: this.#macros.get('{daemon_name}'), clientName: this.#macros.get('{client_name}') ?? this.#client?.hostname, client: facts.address },
+      'milter: MAIL',
+    );
     const verdict = await this.#session.mail(unbracket(path), facts);
     if (verdict.action !== 'accept') return [encodeReplyCode(verdict.reply)];
     this.#transaction = { headerParts: [], headerBytes: 0, bodyParts: [], messageBytes: 0, endOfHeaders: false };

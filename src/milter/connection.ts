@@ -62,6 +62,8 @@ export interface MilterConnectionOptions {
   trustedNetworks: BlockList;
   maxMessageSize: number;
   maxHeaderSize: number;
+  /** Each refusal sello hands the MTA (sello_smtp_replies_total); the MTA's own replies are not ours to count. */
+  onRefusal?: (stage: 'mail' | 'rcpt' | 'data', code: number) => void;
 }
 
 /** The MTA broke the protocol's order (not its framing): close, like a MilterProtocolError. */
@@ -123,9 +125,9 @@ export class MilterConnection {
         this.#helo = command.helo;
         return this.#replyUnless(Protocol.noReplyHelo);
       case 'mail':
-        return this.#engineStep('MAIL', () => this.#mail(command.args[0] as string));
+        return this.#engineStep('mail', () => this.#mail(command.args[0] as string));
       case 'rcpt':
-        return this.#engineStep('RCPT', () => this.#rcpt(command.args[0] as string));
+        return this.#engineStep('rcpt', () => this.#rcpt(command.args[0] as string));
       case 'data':
       case 'unknown':
         return [encodeContinue()];
@@ -140,7 +142,7 @@ export class MilterConnection {
         return this.#replyUnless(Protocol.noReplyBody);
       case 'endOfMessage':
         if (command.chunk.length > 0) this.#body(command.chunk);
-        return this.#engineStep('end of message', () => this.#endOfMessage());
+        return this.#engineStep('data', () => this.#endOfMessage());
       case 'abort':
         // SMFIC_ABORT: the message is over (RSET, a refusal elsewhere); the connection goes on.
         this.#endTransaction();
@@ -164,7 +166,7 @@ export class MilterConnection {
    * An engine failure (a bug, not the MTA's fault) is logged and answered 451 4.3.0, as the proxy
    * does; the MTA keeps the message and retries. Protocol errors go on to the caller.
    */
-  async #engineStep(what: string, step: () => Promise<Buffer[]>): Promise<Buffer[]> {
+  async #engineStep(what: 'mail' | 'rcpt' | 'data', step: () => Promise<Buffer[]>): Promise<Buffer[]> {
     try {
       return await step();
     } catch (error) {
@@ -172,8 +174,15 @@ export class MilterConnection {
       this.#options.logger.error({ err: error, sessionId: this.#connectionId, step: what }, 'milter: the engine failed; answering 451 4.3.0');
       this.#transaction = undefined;
       if (this.#session.transactionOpen) this.#session.failed(Replies.localError, `engine error at ${what}`);
-      return [encodeReplyCode(Replies.localError)];
+      return [this.#refuse(what, Replies.localError)];
     }
+  }
+
+  /** SMFIR_REPLYCODE: the MTA gives `reply` instead of its own (RFC 7372 codes come from the engine). */
+  #refuse(stage: 'mail' | 'rcpt' | 'data', reply: SmtpReply): Buffer {
+    const packet = encodeReplyCode(reply);
+    this.#options.onRefusal?.(stage, reply.code);
+    return packet;
   }
 
   /** The socket closed (by the MTA, or by us after a protocol error): ends any open transaction. */
@@ -250,7 +259,7 @@ export class MilterConnection {
       'milter: MAIL',
     );
     const verdict = await this.#session.mail(unbracket(path), facts);
-    if (verdict.action !== 'accept') return [encodeReplyCode(verdict.reply)];
+    if (verdict.action !== 'accept') return [this.#refuse('mail', verdict.reply)];
     this.#transaction = { headerParts: [], headerBytes: 0, bodyParts: [], messageBytes: 0, endOfHeaders: false };
     return [encodeContinue()];
   }
@@ -259,7 +268,7 @@ export class MilterConnection {
     if (!this.#session.transactionOpen) throw outOfOrder('RCPT without an accepted MAIL');
     const verdict = await this.#session.rcpt(unbracket(path));
     // RFC 7372 §3 codes (5.7.23 SPF fail …) come from the engine; the MTA sends them as our reply.
-    return [verdict.action === 'accept' ? encodeContinue() : encodeReplyCode(verdict.reply)];
+    return [verdict.action === 'accept' ? encodeContinue() : this.#refuse('rcpt', verdict.reply)];
   }
 
   #requireTransaction(what: string): Transaction {
@@ -304,11 +313,11 @@ export class MilterConnection {
     if (transaction.tooLarge) {
       // RFC 5321 §4.5.3.1.10 / RFC 3463 5.3.4: the same reply the proxy gives.
       this.#session.failed(transaction.tooLarge, 'message over the size limit');
-      return [encodeReplyCode(transaction.tooLarge)];
+      return [this.#refuse('data', transaction.tooLarge)];
     }
     const message = Buffer.concat([...transaction.headerParts, Buffer.from('\r\n'), ...transaction.bodyParts]);
     const verdict = await this.#session.end(message);
-    if (verdict.action !== 'accept') return [encodeReplyCode(verdict.reply)];
+    if (verdict.action !== 'accept') return [this.#refuse('data', verdict.reply)];
     const responses = this.#edits(verdict.edits);
     const queueId = this.#macros.get('i');
     this.#session.delivered({ code: 250, ...(queueId ? { queueId } : {}) });

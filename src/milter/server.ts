@@ -9,6 +9,7 @@ import { chmod, lstat, unlink } from 'node:fs/promises';
 import net, { BlockList, isIP } from 'node:net';
 import type { Config, ListenerConfig } from '../config/schema.ts';
 import type { Logger } from '../observability/logger.ts';
+import type { Metrics } from '../observability/metrics.ts';
 import type { Engine, FrontEnd } from '../pipeline/session.ts';
 import { DEFAULT_MAX_PACKET_SIZE, MilterDecoder, MilterProtocolError } from './codec.ts';
 import { MilterConnection, type MilterConnectionOptions } from './connection.ts';
@@ -21,6 +22,8 @@ export interface MilterServerDependencies {
   /** What the listener is to the engine (app.ts frontEndFor: sign and verify default to on for a milter). */
   frontEnd: FrontEnd;
   logger: Logger;
+  /** Open connections (sello_active_connections) and refusals (sello_smtp_replies_total) by listener. */
+  metrics?: Pick<Metrics, 'connectionOpened' | 'connectionClosed' | 'reply'>;
   /** Largest packet accepted (default: a 64 KiB body chunk plus room); bigger ones close the connection. */
   maxPacketSize?: number;
 }
@@ -64,6 +67,7 @@ export class MilterServer {
       trustedNetworks: networks(deps.listener.trustedNetworks),
       maxMessageSize: deps.config.limits.maxMessageSize,
       maxHeaderSize: deps.config.limits.maxHeaderSize,
+      onRefusal: (stage, code) => deps.metrics?.reply(deps.listener.name, stage, code),
     };
   }
 
@@ -136,6 +140,7 @@ export class MilterServer {
     const decoder = new MilterDecoder(deps.maxPacketSize ?? DEFAULT_MAX_PACKET_SIZE);
     const entry: OpenConnection = { socket, connection };
     this.#open.add(entry);
+    deps.metrics?.connectionOpened(deps.listener.name);
     if (this.#draining) {
       socket.destroy();
     }
@@ -150,6 +155,7 @@ export class MilterServer {
       if (connection.inMessage) log.info('milter: the MTA disconnected mid-message; the transaction is aborted');
       else if (decoder.buffered > 0) log.info({ bytes: decoder.buffered }, 'milter: the MTA disconnected inside a packet (truncated)');
       connection.closed();
+      deps.metrics?.connectionClosed(deps.listener.name);
       this.#open.delete(entry);
       if (this.#draining && this.#open.size === 0) this.#drained?.();
     });

@@ -22,7 +22,13 @@ async function startMilter(t: TestContext, listener: Record<string, unknown> = {
   });
   const listenerConfig = config.listeners[0]!;
   const frontEnd: FrontEnd = { listener: 'milter', role: 'milter', signs: listenerConfig.sign ?? true, verifies: listenerConfig.verify ?? true, mtaJudgesRelay: true };
-  const server = new MilterServer({ config, listener: listenerConfig, engine, frontEnd, logger: log.logger, maxPacketSize: 2048 });
+  const counted: string[] = [];
+  const metrics = {
+    connectionOpened: (name: string) => counted.push(`open ${name}`),
+    connectionClosed: (name: string) => counted.push(`close ${name}`),
+    reply: (name: string, stage: string | undefined, code: number) => counted.push(`reply ${name} ${stage} ${code}`),
+  };
+  const server = new MilterServer({ config, listener: listenerConfig, engine, frontEnd, logger: log.logger, metrics, maxPacketSize: 2048 });
   const { port } = await server.start();
   t.after(() => server.close());
   const connect = async () => {
@@ -30,7 +36,7 @@ async function startMilter(t: TestContext, listener: Record<string, unknown> = {
     t.after(() => client.close());
     return client;
   };
-  return { engine, log, connect, server };
+  return { engine, log, connect, server, counted };
 }
 
 /** Negotiates as Postfix 3 does (everything offered) and returns the client. */
@@ -171,8 +177,8 @@ describe('refusals become SMFIR_REPLYCODE', () => {
     assert.equal(text(response!.data), '550 5.7.23 SPF validation failed: 100%% not permitted\0');
   });
 
-  test('a refusal at MAIL and at the end of message', async (t) => {
-    const { connect, engine } = await startMilter(t);
+  test('a refusal at MAIL and at the end of message; connections and refusals are counted by listener', async (t) => {
+    const { connect, engine, counted } = await startMilter(t);
     engine.mailVerdict = { action: 'defer', reply: { code: 451, enhanced: '4.7.24', text: 'SPF temporary error' } };
     const client = await negotiated(connect);
     client.send(mta.connect('c.example', '203.0.113.5', 1234));
@@ -183,6 +189,9 @@ describe('refusals become SMFIR_REPLYCODE', () => {
     await client.exchange(mta.mail('<x@y.example>'));
     client.send(mta.header('From', ' x@y.example'), mta.endOfHeaders());
     assert.equal(text((await client.exchange(mta.endOfMessage()))[0]!.data), '550 5.7.1 DMARC policy\0');
+    client.close();
+    await eventually(() => counted.includes('close milter'), 'the connection counted closed');
+    assert.deepEqual(counted, ['open milter', 'reply milter mail 451', 'reply milter data 550', 'close milter']);
   });
 
   test('a header section over limits.maxHeaderSize is refused at the end with 552 5.3.4, and not kept', async (t) => {

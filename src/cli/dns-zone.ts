@@ -24,7 +24,7 @@ sello keygen --record-file or opendkim-genkey) keeps its tags (t=y, s=email, n=â
 the same key; otherwise the record is made from the key alone.
 
 options:
-  --config FILE       the config whose signing table to use (default: $SELLO_CONFIG or config/sello.yaml)
+  --config FILE       the config whose signing table to use (default: $SELLO_CONFIG, /etc/sello/sello.yaml or config/sello.yaml)
   --ttl DURATION      a TTL on every record, e.g. 1h or 3600 (default: none, the zone's $TTL)
   -h, --help          show this help
 

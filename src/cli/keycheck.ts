@@ -41,7 +41,7 @@ and should be removed or revoked (p=) after that.
 
 options:
   --config FILE       the config whose signing table and signing.keysDir to use
-                      (default: $SELLO_CONFIG or config/sello.yaml, unless --keys-dir is given)
+                      (default: $SELLO_CONFIG, /etc/sello/sello.yaml or config/sello.yaml, unless --keys-dir)
   --keys-dir DIR      without --config: check every key under DIR; with it: read keys from DIR
   --dns HOST:PORT     a recursive DNS server ("[v6]:port" for IPv6; a bare address means port
                       53); repeat for several. Default: the config's dns.servers, else the

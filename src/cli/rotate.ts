@@ -59,7 +59,7 @@ options:
                       (last signature + signing.expiry + signing.rotation.retireMargin)
   --force             with --finish: remove them even before that time
   --config FILE       the config whose signing.keysDir, signing table and expiry to use
-                      (default: $SELLO_CONFIG or config/sello.yaml, unless --keys-dir is given)
+                      (default: $SELLO_CONFIG, /etc/sello/sello.yaml or config/sello.yaml, unless --keys-dir)
   --keys-dir DIR      without --config: the key directory (the active keys are then the .pem
                       files of <domain> when there is no rotation.yaml yet)
   -h, --help          show this help

@@ -17,12 +17,13 @@ const commands: Record<string, () => Promise<Command>> = {
   rotate: async () => (await import('./rotate.ts')).rotateCommand,
   import: async () => (await import('./import-opendkim.ts')).importCommand,
   'dns-zone': async () => (await import('./dns-zone.ts')).dnsZoneCommand,
+  version: async () => (await import('./version.ts')).versionCommand,
 };
 
 const usage = `usage: sello <command> [options]
 
 commands:
-  serve          run the listeners (default config config/sello.yaml)
+  serve          run the listeners (config: --config, $SELLO_CONFIG, /etc/sello/sello.yaml, config/sello.yaml)
   keygen         make a DKIM key and print its DNS TXT record
   dns-record     print the DNS TXT record of an existing key again
   keycheck       compare the published DKIM records with the local keys
@@ -34,12 +35,14 @@ commands:
   rotate         make the next DKIM key; the server switches once DNS serves it
   import         print the sello config of an OpenDKIM setup (sello import opendkim [FILE])
   dns-zone       print the DNS TXT records of every key in the signing table as a zone snippet
+  version        print sello's version and its Node.js runtime (also: sello --version)
 
 Run 'sello <command> --help' for a command's options.
 `;
 
 export async function main(argv: string[], io: CliIo): Promise<number> {
-  const [name, ...args] = argv;
+  const [given, ...args] = argv;
+  const name = given === '--version' || given === '-V' ? 'version' : given;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     io.stdout(usage);
     return name ? 0 : 2;

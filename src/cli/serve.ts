@@ -15,7 +15,7 @@ import { configPath } from './config-path.ts';
 import { parseCommandArgs } from './args.ts';
 import type { Command } from './io.ts';
 
-const usage = 'usage: sello serve [--config FILE]   (default: $SELLO_CONFIG or config/sello.yaml)\n';
+const usage = 'usage: sello serve [--config FILE]   (default: $SELLO_CONFIG, else /etc/sello/sello.yaml or config/sello.yaml, the first that exists)\n';
 
 export const serveCommand: Command = async (args, io) => {
   const { values } = parseCommandArgs('serve', { args, options: { config: { type: 'string' } } });

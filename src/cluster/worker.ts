@@ -39,7 +39,7 @@ export async function runWorker(): Promise<number> {
   const start = await next();
   if (start?.type !== 'sello:start') return 1;
   const workerId = cluster.worker?.id ?? 0;
-  const logger = createLogger(start.config.logging.level).child({ worker: workerId, pid: process.pid });
+  const logger = createLogger(start.config.logging.level, undefined, start.config.logging.format).child({ worker: workerId, pid: process.pid });
   let running: RunningSello;
   try {
     running = await startSello(start.config, logger, { operationsEndpoint: false, ...(start.selfSignedTls ? { selfSignedTls: start.selfSignedTls } : {}) });

@@ -225,7 +225,7 @@ function frontEndFor(listener: ListenerConfig, relay: RelayTarget): FrontEnd {
   return {
     listener: listener.name,
     role,
-    signs: role === 'submission' || (role === 'filter' && listener.sign !== false) || (role === 'milter' && listener.sign !== false),
+    signs: role === 'submission' || ((role === 'filter' || role === 'milter') && listener.sign !== false),
     verifies: role === 'mx' || (role === 'filter' && listener.verify === true) || (role === 'milter' && listener.verify !== false),
     // A milter's MTA keeps the session: it judges relaying by the real client itself.
     mtaJudgesRelay: role === 'milter' || mtaSeesRealClient(relay.forward),

@@ -21,6 +21,7 @@ import { rotatedSigningDomains, type HeldPromotions } from './signing/rotation.t
 import { RotationWatcher } from './signing/rotation-watcher.ts';
 import { Signer } from './signing/signer.ts';
 import { SigningTable } from './signing/table.ts';
+import { MilterServer } from './milter/server.ts';
 import { Listener, type ListenerDependencies } from './smtp/listener.ts';
 import { loadTlsMaterial, type TlsMaterial } from './smtp/tls.ts';
 
@@ -159,7 +160,7 @@ export async function loadCredentials(config: Config): Promise<(CredentialStore 
 }
 
 interface ActiveListener {
-  listener: Listener;
+  listener: Listener | MilterServer;
   plan: ListenerPlan;
   address: { host: string; port: number };
 }
@@ -187,7 +188,8 @@ async function prepareGeneration(
   const credentials = await loadCredentials(config);
   for (const [index, listenerConfig] of config.listeners.entries()) {
     const relay = listenerConfig.relay ? relayTargetFor(config, listenerConfig.relay, `listeners[${index}].relay.target`) : defaultRelay;
-    if (!relays.has(relay.description)) relays.set(relay.description, relay);
+    // A milter listener delivers nothing itself (the MTA keeps the queue): no relay to probe for it.
+    if (listenerConfig.role !== 'milter' && !relays.has(relay.description)) relays.set(relay.description, relay);
     const tlsMode = listenerConfig.tls?.mode ?? 'none';
     const old = previous.get(listenerConfig.name);
     const keepSelfSigned = old?.plan.tls?.selfSigned && !listenerConfig.tls?.cert && keepsSocket(old.plan.config, listenerConfig);
@@ -224,9 +226,10 @@ function frontEndFor(listener: ListenerConfig, relay: RelayTarget): FrontEnd {
   return {
     listener: listener.name,
     role,
-    signs: role === 'submission' || (role === 'filter' && listener.sign !== false),
-    verifies: role === 'mx' || (role === 'filter' && listener.verify === true),
-    mtaJudgesRelay: mtaSeesRealClient(relay.forward),
+    signs: role === 'submission' || ((role === 'filter' || role === 'milter') && listener.sign !== false),
+    verifies: role === 'mx' || (role === 'filter' && listener.verify === true) || (role === 'milter' && listener.verify !== false),
+    // A milter's MTA keeps the session: it judges relaying by the real client itself.
+    mtaJudgesRelay: role === 'milter' || mtaSeesRealClient(relay.forward),
   };
 }
 
@@ -246,6 +249,8 @@ function keepsSocket(before: ListenerConfig, after: ListenerConfig): boolean {
 }
 
 function sameAddress(a: ListenerConfig['listen'], b: ListenerConfig['listen']): boolean {
+  // A milter's unix socket is one path: the old listener must let go of it first.
+  if (a.path !== undefined || b.path !== undefined) return a.path === b.path;
   return a.port !== 0 && a.port === b.port && a.host === b.host;
 }
 
@@ -285,7 +290,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
   await cleanSpillDirectory(config, logger);
   let active = new Map<string, ActiveListener>();
   /** Listeners replaced by a reload, still finishing their sessions. */
-  const retiring = new Map<Listener, Promise<void>>();
+  const retiring = new Map<Listener | MilterServer, Promise<void>>();
   let endpoint: OperationsEndpoint | undefined;
   let endpointListen: Config['metrics']['listen'] | undefined;
   let shuttingDown: Promise<void> | undefined;
@@ -409,7 +414,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
             paused.push(old);
           }
         }
-        const listener = new Listener(dependencies(next, plan));
+        const listener = plan.config.role === 'milter' ? new MilterServer(dependencies(next, plan)) : new Listener(dependencies(next, plan));
         started.push({ listener, plan, address: await listener.start() });
       }
       const listen = next.config.metrics.listen;

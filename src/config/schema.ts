@@ -55,6 +55,27 @@ export const hostPort = z.string().transform((value, context) => {
   return { host: (match[1] ?? match[2]) as string, port };
 });
 
+/**
+ * A listener's address: "host:port" for SMTP roles; a milter listener also takes the milter socket
+ * forms of Postfix and OpenDKIM: "inet:host:port", "inet:port@host", "unix:/path" (or "local:").
+ * A socket path gives { host: "", port: 0, path }.
+ */
+const listenAddress = z.string().transform((value, context): { host: string; port: number; path?: string } => {
+  const socket = /^(?:unix|local):(\/.+)$/.exec(value);
+  if (socket) return { host: '', port: 0, path: socket[1] as string };
+  const atForm = /^inet:(\d{1,5})@(?:\[([0-9a-fA-F:.]+)\]|([^@[\]]+))$/.exec(value);
+  if (atForm) {
+    const port = Number(atForm[1]);
+    if (port <= 65535) return { host: (atForm[2] ?? atForm[3]) as string, port };
+  }
+  const parsed = hostPort.safeParse(value.replace(/^inet6?:/, ''));
+  if (!parsed.success) {
+    context.addIssue({ code: 'custom', message: `expected "host:port", "inet:host:port" or "unix:/path", got ${JSON.stringify(value)}` });
+    return z.NEVER;
+  }
+  return parsed.data;
+});
+
 /** "192.0.2.0/24", "2001:db8::/32", or a single address → validated CIDR string. */
 const network = z.string().refine(
   (value) => {
@@ -150,16 +171,19 @@ const tlsSchema = z.strictObject({
 const listenerSchema = z
   .strictObject({
     name: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/i, 'use letters, digits, "-" and "_"'),
-    /** submission: mail clients, signs. filter: the MTA on loopback, signs (or not). mx: the Internet, checks, never signs. */
-    role: z.enum(['submission', 'filter', 'mx']),
-    listen: hostPort,
+    /**
+     * submission: mail clients, signs. filter: the MTA on loopback, signs (or not). mx: the Internet,
+     * checks, never signs. milter: Postfix's or Sendmail's milter client (docs/milter.md).
+     */
+    role: z.enum(['submission', 'filter', 'mx', 'milter']),
+    listen: listenAddress,
     tls: tlsSchema.optional(),
     /** Clients that may send without AUTH (submission) — the MTA on loopback, an internal network. */
     trustedNetworks: z.array(network).default([]),
-    /** filter only: sign mail passing through (submission always signs; mx never does). */
+    /** filter and milter: sign mail passing through (submission always signs; mx never does; milter default true). */
     sign: z.boolean().optional(),
     /**
-     * filter only: run the inbound checks (SPF on the client the MTA forwards with XFORWARD/
+     * filter and milter (default true there): run the inbound checks (SPF on the client the MTA forwards with XFORWARD/
      * XCLIENT, DKIM, DMARC, ARC) and add Received-SPF and Authentication-Results, as mx does.
      */
     verify: z.boolean().optional(),
@@ -188,7 +212,8 @@ const listenerSchema = z
     if (listener.role === 'submission' && listener.sign === false) {
       context.addIssue({ code: 'custom', path: ['sign'], message: 'a submission listener always signs; remove "sign: false"' });
     }
-    if (listener.verify !== undefined && listener.role !== 'filter') {
+    reportMilterRules(listener, context);
+    if (listener.verify !== undefined && listener.role !== 'filter' && listener.role !== 'milter') {
       // mx always verifies; submission mail is the users' own (PRODUCT.md §5: not checked).
       context.addIssue({ code: 'custom', path: ['verify'], message: `"verify" is for filter listeners (${listener.role === 'mx' ? 'an' : 'a'} ${listener.role} listener ${listener.role === 'mx' ? 'always verifies' : 'never does'})` });
     }
@@ -385,6 +410,30 @@ export const configSchema = z
     });
     reportRelayLoops(config, context);
   });
+
+/**
+ * A milter listener (docs/milter.md): socket forms only for it; loopback or a socket file only
+ * (whoever connects names the client and its login in macros, so anyone else could have mail
+ * signed); no TLS, AUTH, relay or greeting of its own (the MTA keeps those).
+ */
+function reportMilterRules(
+  listener: { role: string; listen: { host: string; path?: string }; tls?: unknown; auth?: unknown; relay?: unknown; greetingDelay?: unknown; sign?: boolean | undefined; verify?: boolean | undefined },
+  context: z.RefinementCtx,
+): void {
+  if (listener.role !== 'milter') {
+    if (listener.listen.path !== undefined) context.addIssue({ code: 'custom', path: ['listen'], message: 'a socket path is for milter listeners; use "host:port"' });
+    return;
+  }
+  if (listener.listen.path === undefined && !isLoopback(listener.listen.host)) {
+    context.addIssue({ code: 'custom', path: ['listen'], message: 'a milter listener must listen on a loopback address (127.0.0.0/8 or ::1) or a unix socket: the MTA vouches for the client in macros' });
+  }
+  for (const key of ['tls', 'auth', 'relay', 'greetingDelay'] as const) {
+    if (listener[key] !== undefined) context.addIssue({ code: 'custom', path: [key], message: `a milter listener has no "${key}": the MTA keeps its own` });
+  }
+  if (listener.sign === false && listener.verify === false) {
+    context.addIssue({ code: 'custom', path: ['sign'], message: 'a milter listener that neither signs nor verifies does nothing; set sign or verify (both default to true)' });
+  }
+}
 
 /**
  * With local AUTH the MTA never sees the user log in. It relays their mail because it trusts the

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Provides a real Sendmail for the milter interop tests on a machine that also has Debian's exim4:
+# sendmail-bin conflicts with exim4 (both provide mail-transport-agent), so it is never installed.
+# This script downloads Debian's sendmail-bin and sendmail-cf .debs and unpacks them (dpkg-deb -x)
+# into a private tree that test/helpers/sendmail.ts runs with a private sendmail.cf (built with m4
+# from the cf/ macros), queue and log per test file.
+# Owns: that tree (default /opt/sello-test/sendmail, or $SELLO_SENDMAIL_ROOT) and installing the
+# *shared libraries* sendmail links against (and m4, which builds sendmail.cf).
+# Must not: install or configure the sendmail packages, touch /etc/mail, start any daemon, or
+# change exim4. Idempotent (refetches when apt's candidate changed). Needs root. Usage:
+#   test/interop/setup-sendmail.sh [--force]
+# Prints the tree's location on stdout (last line).
+set -euo pipefail
+
+ROOT="${SELLO_SENDMAIL_ROOT:-/opt/sello-test/sendmail}"
+STAMP="$ROOT/.sello-sendmail-version"
+FORCE=0
+case "${1:-}" in
+  --force) FORCE=1 ;;
+  '') ;;
+  *) echo "usage: $0 [--force]" >&2; exit 2 ;;
+esac
+
+say() { echo "setup-sendmail: $*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root (it creates $ROOT)"
+case "$ROOT" in /*) ;; *) die "SELLO_SENDMAIL_ROOT must be an absolute path: $ROOT" ;; esac
+
+# -d0.1 prints the version before sendmail looks for a config (and fails: there is none).
+probe() {
+  local output
+  output="$("$ROOT/usr/libexec/sendmail/sendmail" -d0.1 -bt </dev/null 2>&1 || true)"
+  grep -q '^Version ' <<<"$output"
+}
+
+candidate="$(apt-cache policy sendmail-bin 2>/dev/null | awk '/Candidate:/ { print $2 }')"
+if [ "$candidate" = "(none)" ]; then candidate=""; fi
+if [ "$FORCE" -eq 0 ] && [ -f "$STAMP" ] && probe; then
+  installed="$(cat "$STAMP")"
+  if [ -z "$candidate" ] || [ "$candidate" = "$installed" ]; then
+    say "sendmail-bin $installed already in $ROOT"
+    echo "$ROOT"
+    exit 0
+  fi
+  say "refetching: $ROOT has $installed, apt's candidate is $candidate"
+fi
+
+work="$(mktemp -d)"
+staging=""
+trap 'rm -rf "$work" ${staging:+"$staging"}' EXIT
+if getent passwd _apt >/dev/null; then chown _apt "$work"; fi
+if ! (cd "$work" && apt-get download -q sendmail-bin sendmail-cf >&2); then
+  say "apt-get download failed; running apt-get update once"
+  apt-get update -qq >&2
+  (cd "$work" && apt-get download -q sendmail-bin sendmail-cf >&2) || die "apt-get download sendmail-bin sendmail-cf failed"
+fi
+bin_deb="$(ls "$work"/sendmail-bin_*.deb)"
+version="$(dpkg-deb -f "$bin_deb" Version)"
+
+# Shared libraries (never conflict with exim4) and m4 (sendmail-cf's dependency).
+missing=()
+for package in m4 $(dpkg-deb -f "$bin_deb" Depends | tr ',|' '\n\n' | sed -E 's/\(.*\)//; s/[[:space:]]//g' | grep -E '^lib' | sort -u); do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then missing+=("$package"); fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing what sendmail needs: ${missing[*]}"
+  env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+mkdir -p "$(dirname "$ROOT")"
+staging="$ROOT.new.$$"
+rm -rf "$staging"
+for deb in "$work"/*.deb; do dpkg-deb -x "$deb" "$staging"; done
+# No setuid/setgid programs outside the package manager's knowledge: the tests run it as root.
+find "$staging" -type f -perm /6000 -exec chmod ug-s {} +
+chown -R root:root "$staging"
+unresolved="$(ldd "$staging/usr/libexec/sendmail/sendmail" 2>/dev/null | grep 'not found' || true)"
+[ -z "$unresolved" ] || die "unresolved shared libraries: $unresolved"
+
+echo "$version" >"$staging/.sello-sendmail-version"
+rm -rf "$ROOT.old"
+if [ -e "$ROOT" ]; then mv "$ROOT" "$ROOT.old"; fi
+mv "$staging" "$ROOT"
+rm -rf "$ROOT.old"
+probe || die "$ROOT/usr/libexec/sendmail/sendmail does not run"
+say "sendmail-bin $version unpacked into $ROOT"
+echo "$ROOT"

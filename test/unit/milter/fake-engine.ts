@@ -38,12 +38,16 @@ export class FakeEngine implements Engine {
         return engine.rcptVerdict(to);
       },
       recipientRefused: (code: number) => engine.calls.push(['recipientRefused', code]),
-      async end(message: Buffer) {
+      receive() {
+        throw new Error('the milter front end hands the engine whole messages (end(Buffer))');
+      },
+      // The milter calls only end(Buffer); the sink form is not faked.
+      end: (async (message: Buffer) => {
         engine.calls.push(['end', message.toString('latin1')]);
         const verdict = engine.endVerdict(message);
         if (verdict.action !== 'accept') open = false;
         return verdict;
-      },
+      }) as EngineSession['end'],
       delivered: (report: DeliveryReport) => {
         open = false;
         engine.calls.push(['delivered', report]);

@@ -19,6 +19,8 @@ import { mtaSeesRealClient } from '../relay/forwarding.ts';
 import type { ClientIdentity, Credentials, MailParameters, RecipientParameters, RelaySession, RelayTarget } from '../relay/types.ts';
 import type { SignatureMade } from '../signing/signer.ts';
 import { clientIdentity, sameClient } from './client-identity.ts';
+import { closedForEndedSession, logClientLeft, logConnectionError } from './client-faults.ts';
+import { receiveMessage } from './data-sink.ts';
 import { PromptSMTPServer } from './prompt-server.ts';
 import type { TlsMaterial } from './tls.ts';
 
@@ -227,7 +229,7 @@ export class Listener {
       // Every reply on the wire, smtp-server's own included, counted by stage and code.
       { onReply: (stage, code) => stage && this.#deps.metrics.reply(this.name, stage, code) },
     );
-    this.#server.on('error', (error) => deps.logger.warn({ listener: this.name, err: error }, 'smtp connection error'));
+    this.#server.on('error', (error) => logConnectionError(deps.logger, this.name, error));
   }
 
   /** Starts listening; resolves with the bound address (port 0 in config = any free port). */
@@ -368,6 +370,8 @@ export class Listener {
     }
     state.transactionOpen = false;
     state.relay = await state.deps.relay.open(client);
+    // The client left while this was opening: its close hook has run, so close it here.
+    if (this.#sessions.get(session.id) !== state) throw await closedForEndedSession(state.relay);
     state.relayTarget = state.deps.relay;
     state.relayClient = client;
     if (state.credentials) {
@@ -477,8 +481,7 @@ export class Listener {
   async #onData(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
     const state = this.#state(session);
     const deps = state.deps;
-    const chunks: Buffer[] = [];
-    for await (const chunk of stream) chunks.push(chunk as Buffer);
+    const message = await receiveMessage(stream);
     const record: TransactionRecord = state.record ?? {
       session: session.id,
       listener: this.name,
@@ -495,7 +498,7 @@ export class Listener {
       if (stream.sizeExceeded) throw new SmtpReplyError(Replies.messageTooLarge);
       if (!state.relay || state.relay.closed || !state.transactionOpen) throw new RelayError('protocol', 'downstream transaction is gone');
       const role = deps.listener.role;
-      const prepared = await deps.pipeline.process(Buffer.concat(chunks), {
+      const prepared = await deps.pipeline.process(message, {
         role,
         signs: role === 'submission' || (role === 'filter' && deps.listener.sign !== false),
         ...(this.#inspects(state) ? { check: { clientIp: clientIdentity(session).address, spf: state.spf } } : {}),
@@ -595,6 +598,8 @@ export class Listener {
     if (error instanceof SmtpReplyError) return replyError(error.reply);
     const state = this.#sessions.get(session.id);
     const deps = state?.deps ?? this.#deps;
+    // The client left during the command and its close cut the downstream session: no relay fault.
+    if (!state && error instanceof RelayError) return logClientLeft(deps.logger, this.name, session.id, error);
     if (error instanceof RelayError) {
       deps.metrics.relayError(deps.relay.description, error.kind);
       deps.logger.warn({ session: session.id, listener: this.name, kind: error.kind, err: error.message }, 'relay error');

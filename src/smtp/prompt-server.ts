@@ -15,13 +15,23 @@
 // 4. Graceful drain: SMTPServer.close() answers every command with a bare "421 Server shutting
 //    down" at once, even inside a transaction, then cuts everyone after closeTimeout; drain()
 //    lets transactions finish first (see it).
+// 5. Ended sessions start no work: smtp-server's parser dispatched an unterminated last line as a
+//    command when the client's input ended (SMTPStream._flushData), after the session had gone,
+//    so a MAIL FROM without CRLF opened a downstream session nobody would close. Such a line is
+//    no command (RFC 5321 §2.3.8: lines end in CRLF) and is dropped, and a session hook called
+//    after the close is refused without running.
+// 6. Replies: every 4xx/5xx smtp-server writes gets an enhanced status code (own-replies.ts);
+//    STARTTLS where TLS is not configured is refused (502 5.5.1) instead of negotiated with
+//    smtp-server's built-in certificate.
 // Must not: change anything else about the connection.
 
 import net from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { Replies } from '../errors.ts';
 import type { ReplyStage } from '../observability/metrics.ts';
+import { replyText, withEnhancedCode } from './own-replies.ts';
 
 export interface PromptServerHooks {
   /**
@@ -45,7 +55,8 @@ interface ConnectionInternals {
   connectionReady(): void;
   send(code: number, text: string | string[], context?: unknown): void;
   close(): void;
-  _parser?: { once(event: 'finish', listener: () => void): void } | false;
+  _parser?: ParserInternals | false;
+  _createParser(): ParserInternals;
   _onCommand(command: Buffer, callback?: () => void): void;
   /** Set while an AUTH exchange waits for the client's next line. */
   _nextHandler: unknown;
@@ -57,6 +68,11 @@ interface ConnectionInternals {
   name: string;
   on(event: string, listener: (value: unknown) => void): void;
 }
+interface ParserInternals {
+  once(event: 'finish', listener: () => void): void;
+  /** Dispatches a last line without CRLF as a command once the input has ended. */
+  _flushData(): void;
+}
 interface ServerInternals {
   connections: Set<ConnectionInternals>;
   _pendingSockets: Map<net.Socket, net.Socket>;
@@ -67,6 +83,16 @@ interface ServerInternals {
 /** In a mail transaction: MAIL accepted, a command being decided, or a message under way. */
 function inTransaction(connection: ConnectionInternals): boolean {
   return connection._handlerPending || Boolean(connection._dataStream) || Boolean(connection.session?.envelope?.mailFrom);
+}
+
+/** The session hooks that can start work downstream; see #gateSessionHooks. */
+const GATED_HOOKS = ['onAuth', 'onMailFrom', 'onRcptTo', 'onData'] as const;
+type SessionHook = (first: unknown, session: SMTPServerSession, callback: (...results: unknown[]) => void) => void;
+type HookTable = Record<(typeof GATED_HOOKS)[number], SessionHook> & { onClose: (session: SMTPServerSession, callback: () => void) => void };
+
+/** RFC 5321 §2.3.8: a line without CRLF at the end of the input is no command; drop it. */
+function ignoreUnterminatedLastLine(parser: ParserInternals | false | undefined): void {
+  if (parser) parser._flushData = () => undefined;
 }
 
 const socketReadyState = Object.getOwnPropertyDescriptor(net.Socket.prototype, 'readyState')?.get;
@@ -94,12 +120,37 @@ export class PromptSMTPServer extends SMTPServer {
   #drain: { done: Promise<void>; deadlineAt: number; timer: NodeJS.Timeout } | undefined;
   /** After the deadline: the sockets still open are destroyed when it fires. */
   #graceTimer: NodeJS.Timeout | undefined;
+  /** Sessions smtp-server has reported closed. */
+  readonly #ended = new WeakSet<SMTPServerSession>();
 
   constructor(options: SMTPServerOptions, greetingDelayMs: number, hooks: PromptServerHooks = {}) {
     // smtp-server hands its options to net.createServer / tls.createServer.
     super({ ...options, allowHalfOpen: true } as SMTPServerOptions);
     this.greetingDelayMs = greetingDelayMs;
     this.#hooks = hooks;
+    this.#gateSessionHooks();
+  }
+
+  /**
+   * No downstream work for a session that has ended: a hook called after smtp-server reported
+   * the close is refused without running. (A hook already running when the client leaves is
+   * the listener's to end: its close hook cuts the downstream session, and a downstream session
+   * opened after the close is closed at once, see Listener#openRelay.)
+   */
+  #gateSessionHooks(): void {
+    const table = this as unknown as HookTable;
+    for (const name of GATED_HOOKS) {
+      const hook = table[name].bind(this);
+      table[name] = (first, session, callback) => {
+        if (this.#ended.has(session)) return callback(Object.assign(new Error(replyText(Replies.shuttingDown)), { responseCode: 421 }));
+        hook(first, session, callback);
+      };
+    }
+    const onClose = table.onClose.bind(this);
+    table.onClose = (session, callback) => {
+      this.#ended.add(session);
+      onClose(session, callback);
+    };
   }
 
   override connect(socket: net.Socket, socketOptions: unknown): void {
@@ -107,6 +158,14 @@ export class PromptSMTPServer extends SMTPServer {
     const Connection = SMTPConnection as unknown as new (server: unknown, socket: net.Socket, options: unknown) => ConnectionInternals;
     if (!(socket instanceof TLSSocket)) answerHalfClosedClients(socket);
     const connection = new Connection(this, socket, socketOptions);
+    ignoreUnterminatedLastLine(connection._parser);
+    // STARTTLS makes a new parser for the TLS session.
+    const createParser = connection._createParser.bind(connection);
+    connection._createParser = () => {
+      const parser = createParser();
+      ignoreUnterminatedLastLine(parser);
+      return parser;
+    };
     // The parser finishes once the client's input has ended and every command in it (QUIT
     // included) has been answered: nothing more can come, so close our side too.
     if (connection._parser) connection._parser.once('finish', () => setImmediate(() => connection.close()));
@@ -119,7 +178,7 @@ export class PromptSMTPServer extends SMTPServer {
     connection._setListeners(() => {
       const maxClients = this.options.maxClients;
       if (maxClients && server.connections.size > maxClients) {
-        connection.send(421, `${connection.name} Too many connected clients, try again in a moment`, false);
+        connection.send(Replies.tooManyConnections.code, replyText(Replies.tooManyConnections), false);
         return;
       }
       if (this.#drainReply) {
@@ -137,7 +196,7 @@ export class PromptSMTPServer extends SMTPServer {
     const send = connection.send.bind(connection);
     connection.send = (code, text, context) => {
       this.#hooks.onReply?.(stage, code);
-      send(code, text, context);
+      send(code, typeof text === 'string' ? withEnhancedCode(code, text) : text, context);
     };
     const onCommand = connection._onCommand.bind(connection);
     connection._onCommand = (command, callback) => {
@@ -148,6 +207,12 @@ export class PromptSMTPServer extends SMTPServer {
       // still gets its 221). RFC 5321 §3.8: a server that must shut down answers 421.
       if (this.#drainReply && name !== 'QUIT' && !inTransaction(connection)) {
         connection.send(this.#drainReply.code, this.#drainReply.text, false);
+        return;
+      }
+      if (name === 'STARTTLS' && !connection._nextHandler && this.options.hideSTARTTLS) {
+        // RFC 3207 §4: not advertised, so not offered; smtp-server would negotiate anyway.
+        connection.send(Replies.startTlsNotOffered.code, replyText(Replies.startTlsNotOffered), false);
+        if (callback) setImmediate(callback);
         return;
       }
       onCommand(command, callback);

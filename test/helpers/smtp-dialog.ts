@@ -108,6 +108,17 @@ export class SmtpDialog {
     this.#attach(secure);
   }
 
+  /** Drops the connection without QUIT (a client that vanishes). */
+  destroy(): void {
+    this.#socket.destroy();
+  }
+
+  /** Drops the connection with a TCP reset (ECONNRESET at sello). */
+  resetAndDestroy(): void {
+    if (this.#socket instanceof tls.TLSSocket) this.#socket.destroy();
+    else this.#socket.resetAndDestroy();
+  }
+
   async close(): Promise<void> {
     if (!this.closed) {
       this.#socket.end('QUIT\r\n');

@@ -4,11 +4,16 @@
 
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { test, type TestContext } from 'node:test';
 import { captureLog, type CapturedLog } from '../helpers/log.ts';
 import { startTestSello, type TestSello } from '../helpers/sello.ts';
 import { SmtpDialog } from '../helpers/smtp-dialog.ts';
 import { startSink, type Sink } from '../helpers/smtp-sink.ts';
+
+v8.setFlagsFromString('--expose-gc');
+const collectGarbage = vm.runInNewContext('gc') as () => void;
 
 const message = 'From: alice@example.com\r\nTo: bob@example.net\r\nSubject: hostile\r\n\r\nHi.\r\n';
 
@@ -183,4 +188,34 @@ test('clients that vanish mid-DATA, reset the connection or send TLS garbage are
   assert.doesNotMatch(log.text(), /"stack"/);
   assert.ok(log.records().some((record) => record.msg === 'transaction' && record.outcome === 'abandoned'), 'the transaction cut mid-DATA is recorded');
   assert.ok(log.records().some((record) => record.msg === 'client error' && record.level === 30), 'the client faults are logged at info');
+});
+
+test('a message far over maxMessageSize without SIZE is counted and discarded, not held: 552 5.3.4 (defect 5)', async (t) => {
+  const { sink, sello } = await setup(t, { maxMessageSize: '1MiB' });
+  const dialog = await SmtpDialog.connect(sello.port('submission'));
+  await dialog.command('EHLO client.test');
+  await dialog.command('MAIL FROM:<alice@example.com>');
+  await dialog.command('RCPT TO:<bob@example.net>');
+  assert.match(await dialog.command('DATA'), /^354 /);
+  // Sampled after a full GC, so only what is still referenced counts.
+  const held = () => {
+    collectGarbage();
+    return process.memoryUsage().arrayBuffers;
+  };
+  const baseline = held();
+  let peak = 0;
+  const sampler = setInterval(() => (peak = Math.max(peak, held() - baseline)), 100);
+  // 24 MiB in 64 KiB lines, written as the socket drains, so the client side holds little.
+  const line = Buffer.from(`${'x'.repeat(64 * 1024 - 2)}\r\n`);
+  dialog.write('From: alice@example.com\r\nSubject: big\r\n\r\n');
+  for (let sent = 0; sent < 384; sent++) await dialog.writeDrained(line);
+  await new Promise((resolve) => setTimeout(resolve, 400));
+  dialog.write('.\r\n');
+  const reply = await dialog.readReply(30_000);
+  clearInterval(sampler);
+  assert.equal(reply, '552 5.3.4 Message size exceeds fixed maximum message size');
+  assert.equal(sink.messages.length, 0);
+  assert.ok(peak < 8 * 1024 * 1024, `held ${(peak / 1048576).toFixed(1)} MiB of a 24 MiB message against a 1 MiB limit`);
+  assert.equal(await dialog.command('NOOP'), '250 OK', 'the session goes on');
+  await dialog.close();
 });

@@ -108,6 +108,11 @@ export class SmtpDialog {
     this.#attach(secure);
   }
 
+  /** Writes `bytes` and waits until the socket can take more (a sender that honours backpressure). */
+  async writeDrained(bytes: string | Buffer): Promise<void> {
+    if (!this.#socket.write(bytes)) await new Promise<void>((resolve) => this.#socket.once('drain', () => resolve()));
+  }
+
   /** Drops the connection without QUIT (a client that vanishes). */
   destroy(): void {
     this.#socket.destroy();

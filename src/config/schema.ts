@@ -284,6 +284,8 @@ export const configSchema = z
       .strictObject({
         /** Bare CR or LF in DATA: normalise to CRLF before signing, or reject with 550 5.6.0. */
         bareLineEndings: z.enum(['normalize', 'reject']).default('normalize'),
+        /** NUL bytes in DATA: reject with 550 5.6.0, or strip them before anything else. */
+        nul: z.enum(['reject', 'strip']).default('reject'),
       })
       .prefault({}),
     limits: z

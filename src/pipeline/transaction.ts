@@ -64,7 +64,7 @@ export class MessagePipeline {
   }
 
   async process(data: Buffer, options: PipelineOptions): Promise<PreparedMessage> {
-    const message = prepareMessage(data, this.#config.data.bareLineEndings);
+    const message = prepareMessage(data, this.#config.data.bareLineEndings, this.#config.data.nul);
     const split = splitMessage(message);
     if (split.header.length > this.#config.limits.maxHeaderSize) throw new SmtpReplyError(Replies.headerTooLarge);
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { SmtpReplyError } from '../../../src/errors.ts';
-import { hasBareLineEnding, headerValues, normalizeLineEndings, prepareMessage, singleFromAddress, splitMessage } from '../../../src/pipeline/message.ts';
+import { Replies, SmtpReplyError } from '../../../src/errors.ts';
+import { hasBareLineEnding, headerValues, normalizeLineEndings, prepareMessage, singleFromAddress, splitMessage, stripNul } from '../../../src/pipeline/message.ts';
 
 const b = (text: string) => Buffer.from(text, 'latin1');
 
@@ -48,4 +48,13 @@ test('singleFromAddress: exactly one From field with one mailbox', () => {
   refused('From: a@b.c, d@e.f\r\n');
   refused('From: undisclosed:;\r\n');
   refused('From: no-at-sign\r\n');
+});
+
+test('data.nul: reject refuses any NUL with 550 5.6.0; strip removes them before the line ends are normalised', () => {
+  const smuggling = Buffer.from('Subject: x\r\n\r\na\r\n\x00.\r\nb\n\x00.\nc\r\n', 'latin1');
+  assert.throws(() => prepareMessage(smuggling, 'normalize', 'reject'), (error: unknown) => error instanceof SmtpReplyError && error.reply === Replies.nulInMessage);
+  assert.equal(prepareMessage(smuggling, 'normalize', 'strip').toString('latin1'), 'Subject: x\r\n\r\na\r\n.\r\nb\r\n.\r\nc\r\n');
+  assert.equal(stripNul(Buffer.from('\x00\x00a\x00b\x00', 'latin1')).toString('latin1'), 'ab');
+  const clean = Buffer.from('Subject: x\r\n\r\nno nul\r\n');
+  assert.equal(prepareMessage(clean, 'normalize', 'reject'), clean, 'a clean message is not copied');
 });

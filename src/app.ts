@@ -7,7 +7,7 @@
 import { CredentialStore } from './auth/credentials.ts';
 import type { Config, ListenerConfig, RelayConfig } from './config/schema.ts';
 import { createResolver, type DnsResolver } from './dns/resolver.ts';
-import { ConfigError } from './errors.ts';
+import { BindError, ConfigError } from './errors.ts';
 import { cachedReadiness, startOperationsEndpoint, type OperationsEndpoint, type ReadinessCheck, type ReadinessReport } from './observability/http.ts';
 import type { Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
@@ -323,12 +323,15 @@ export async function startSello(config: Config, logger: Logger, options: StartO
           }
         }
         const listener = new Listener(dependencies(next, plan));
-        started.push({ listener, plan, address: await listener.start() });
+        const what = `listeners[${next.config.listeners.indexOf(plan.config)}] (${plan.config.name})`;
+        started.push({ listener, plan, address: await listener.start().catch((error: unknown) => Promise.reject(new BindError(what, plan.config.listen, error))) });
       }
       const listen = next.config.metrics.listen;
       // A new metrics address is bound before the old one closes (a changed address cannot clash).
       if (options.operationsEndpoint && (!endpointListen || endpointListen.host !== listen.host || endpointListen.port !== listen.port)) {
-        newEndpoint = await startOperationsEndpoint({ listen, registry: metrics.registry, readiness, logger });
+        newEndpoint = await startOperationsEndpoint({ listen, registry: metrics.registry, readiness, logger }).catch((error: unknown) =>
+          Promise.reject(new BindError('metrics.listen', listen, error)),
+        );
       }
     } catch (error) {
       await Promise.all(started.map((entry) => entry.listener.close()));

@@ -151,6 +151,29 @@ export class ArcSealError extends Error {
   }
 }
 
+/** Why a bind failed, in words an operator acts on (the code first, for grep). */
+const BIND_REASONS: Readonly<Record<string, string>> = {
+  EADDRINUSE: 'address already in use',
+  EACCES: 'permission denied; use a port ≥ 1024 or grant CAP_NET_BIND_SERVICE',
+  EADDRNOTAVAIL: 'no such address on this machine',
+};
+
+/**
+ * A socket sello must listen on could not be bound. `what` names it by its config key
+ * ("listeners[0] (submission)", "metrics.listen"); the message is the one line the CLI prints.
+ */
+export class BindError extends Error {
+  readonly code: string;
+  constructor(what: string, listen: { host: string; port: number }, cause: unknown) {
+    const code = (cause as NodeJS.ErrnoException | undefined)?.code ?? 'EBIND';
+    const reason = BIND_REASONS[code] ?? (cause instanceof Error ? cause.message : String(cause));
+    const address = listen.host.includes(':') ? `[${listen.host}]:${listen.port}` : `${listen.host}:${listen.port}`;
+    super(`${what} cannot listen on ${address}: ${code} (${reason})`, { cause });
+    this.name = 'BindError';
+    this.code = code;
+  }
+}
+
 /** Exit-code carrying error for CLI commands: message goes to stderr, `exitCode` to the shell. */
 export class UsageError extends Error {
   readonly exitCode: number;

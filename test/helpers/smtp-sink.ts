@@ -99,6 +99,8 @@ export async function startSink(options: SinkOptions = {}): Promise<Sink> {
       });
     },
   });
+  // sello cuts a downstream session mid-command when its client leaves: a reset, not a sink fault.
+  server.on('error', () => undefined);
   server.server.on('connection', (socket: import('node:net').Socket) => {
     sink.connections.opened++;
     sink.connections.open++;

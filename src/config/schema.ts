@@ -297,6 +297,10 @@ export const configSchema = z
         maxConnectionsPerIp: z.number().int().positive().default(50),
         /** Idle time allowed between client commands (RFC 5321 §4.5.3.2.7: at least 5 minutes). */
         commandTimeout: duration.prefault('5m'),
+        /** The command deadline while a listener holds 80% of maxConnections (Postfix's stress smtpd_timeout). */
+        stressTimeout: duration.prefault('10s'),
+        /** Bytes per second DATA must average past the command deadline (Postfix smtpd_min_data_rate). */
+        minDataRate: size.prefault('500'),
       })
       .prefault({}),
     logging: z

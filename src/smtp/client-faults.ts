@@ -5,8 +5,11 @@
 // while it ran. Must not: decide replies to clients that are still there.
 
 import { Replies, SmtpReplyError } from '../errors.ts';
+import type { Config } from '../config/schema.ts';
 import type { Logger } from '../observability/logger.ts';
+import type { Metrics } from '../observability/metrics.ts';
 import type { RelaySession } from '../relay/types.ts';
+import type { DeadlineExpiry, DeadlineLimits } from './client-deadlines.ts';
 import { replyText } from './own-replies.ts';
 
 /** Socket errors a peer causes by closing, resetting or stalling its side. */
@@ -41,4 +44,16 @@ export async function closedForEndedSession(relay: RelaySession): Promise<SmtpRe
 export function logClientLeft(logger: Logger, listener: string, session: string, error: Error): Error {
   logger.info({ session, listener, reason: error.message }, 'client left during a command');
   return Object.assign(new Error(replyText(Replies.connectionLost)), { responseCode: Replies.connectionLost.code });
+}
+
+/** A slow client cut at its deadline (client-deadlines.ts): the client's doing, so info; counted. */
+export function reportClientTimeout(deps: { logger: Logger; metrics: Metrics }, listener: string, expiry: DeadlineExpiry): void {
+  deps.metrics.clientTimeout(listener, expiry.kind, expiry.stress);
+  deps.logger.info({ listener, kind: expiry.kind, stress: expiry.stress, timeoutMs: expiry.timeoutMs }, 'client timed out');
+}
+
+/** The deadlines of a listener's connections, from the config's limits. */
+export function deadlineLimitsOf(config: Config): DeadlineLimits {
+  const { commandTimeout, stressTimeout, minDataRate } = config.limits;
+  return { commandTimeoutMs: commandTimeout, stressTimeoutMs: stressTimeout, minDataRate };
 }

@@ -19,7 +19,7 @@ import { mtaSeesRealClient } from '../relay/forwarding.ts';
 import type { ClientIdentity, Credentials, MailParameters, RecipientParameters, RelaySession, RelayTarget } from '../relay/types.ts';
 import type { SignatureMade } from '../signing/signer.ts';
 import { clientIdentity, sameClient } from './client-identity.ts';
-import { closedForEndedSession, logClientLeft, logConnectionError } from './client-faults.ts';
+import { closedForEndedSession, deadlineLimitsOf, logClientLeft, logConnectionError, reportClientTimeout } from './client-faults.ts';
 import { receiveMessage } from './data-sink.ts';
 import { PromptSMTPServer } from './prompt-server.ts';
 import type { TlsMaterial } from './tls.ts';
@@ -227,8 +227,9 @@ export class Listener {
       },
       greetingDelayOf(listener),
       // Every reply on the wire, smtp-server's own included, counted by stage and code.
-      { onReply: (stage, code) => stage && this.#deps.metrics.reply(this.name, stage, code) },
+      { onReply: (stage, code) => stage && this.#deps.metrics.reply(this.name, stage, code), onClientTimeout: (expiry) => reportClientTimeout(this.#deps, this.name, expiry) },
     );
+    this.#server.deadlineLimits = deadlineLimitsOf(config);
     this.#server.on('error', (error) => logConnectionError(deps.logger, this.name, error));
   }
 
@@ -264,6 +265,7 @@ export class Listener {
       disableReverseLookup: !listener.reverseLookup,
     });
     this.#server.greetingDelayMs = greetingDelayOf(listener);
+    this.#server.deadlineLimits = deadlineLimitsOf(config);
     if (deps.tls && (deps.tls.cert !== previousTls?.cert || deps.tls.key !== previousTls?.key)) {
       // Renewed certificate files: new TLS handshakes use them.
       this.#server.updateSecureContext({ key: deps.tls.key, cert: deps.tls.cert });

@@ -23,6 +23,8 @@
 // 6. Replies: every 4xx/5xx smtp-server writes gets an enhanced status code (own-replies.ts);
 //    STARTTLS where TLS is not configured is refused (502 5.5.1) instead of negotiated with
 //    smtp-server's built-in certificate.
+// 7. Deadlines: each connection's ClientDeadline (client-deadlines.ts) cuts a client that trickles
+//    a command line or the message, with a shorter deadline near maxConnections.
 // Must not: change anything else about the connection.
 
 import net from 'node:net';
@@ -31,6 +33,7 @@ import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { Replies } from '../errors.ts';
 import type { ReplyStage } from '../observability/metrics.ts';
+import { ClientDeadline, STRESS_SHARE, type DeadlineExpiry, type DeadlineLimits } from './client-deadlines.ts';
 import { replyText, withEnhancedCode } from './own-replies.ts';
 
 export interface PromptServerHooks {
@@ -41,6 +44,8 @@ export interface PromptServerHooks {
    * Unsolicited replies (idle timeout, shutdown) count under the last command's stage.
    */
   onReply?(stage: ReplyStage | undefined, code: number): void;
+  /** A client cut at its command or DATA deadline (client-deadlines.ts), just before the 421. */
+  onClientTimeout?(expiry: DeadlineExpiry): void;
 }
 
 const STAGES: Readonly<Record<string, ReplyStage>> = { HELO: 'helo', EHLO: 'helo', LHLO: 'helo', AUTH: 'auth', MAIL: 'mail', RCPT: 'rcpt', DATA: 'data' };
@@ -70,6 +75,9 @@ interface ConnectionInternals {
 }
 interface ParserInternals {
   once(event: 'finish', listener: () => void): void;
+  /** Between 354 and the final dot. */
+  _dataMode: boolean;
+  dataBytes: number;
   /** Dispatches a last line without CRLF as a command once the input has ended. */
   _flushData(): void;
 }
@@ -112,6 +120,8 @@ function answerHalfClosedClients(socket: net.Socket): void {
 export class PromptSMTPServer extends SMTPServer {
   /** Not readonly: a config reload may change it for new connections. */
   greetingDelayMs: number;
+  /** Read at every check, so a reload reaches open connections too. */
+  deadlineLimits: DeadlineLimits = { commandTimeoutMs: 300_000, stressTimeoutMs: 10_000, minDataRate: 500 };
   readonly #hooks: PromptServerHooks;
   readonly #sockets = new Set<net.Socket>();
   /** Set by drain(): the 421 every session outside a transaction gets. */
@@ -170,8 +180,12 @@ export class PromptSMTPServer extends SMTPServer {
     // included) has been answered: nothing more can come, so close our side too.
     if (connection._parser) connection._parser.once('finish', () => setImmediate(() => connection.close()));
     this.#sockets.add(socket);
-    socket.once('close', () => this.#sockets.delete(socket));
-    this.#observe(connection);
+    const deadline = this.#deadlineFor(connection);
+    socket.once('close', () => {
+      this.#sockets.delete(socket);
+      deadline.stop();
+    });
+    this.#observe(connection, deadline);
     server.connections.add(connection);
     connection.on('error', (error) => server._onError(error));
     connection.on('connect', (data) => server._onClientConnect(data));
@@ -190,8 +204,26 @@ export class PromptSMTPServer extends SMTPServer {
     });
   }
 
+  #deadlineFor(connection: ConnectionInternals): ClientDeadline {
+    const server = this as unknown as ServerInternals;
+    const parser = () => connection._parser || undefined;
+    return new ClientDeadline(
+      {
+        waitingForSello: () => connection._handlerPending || (Boolean(connection._dataStream) && !parser()?._dataMode),
+        inData: () => Boolean(parser()?._dataMode),
+        dataBytes: () => parser()?.dataBytes ?? 0,
+        stressed: () => Boolean(this.options.maxClients) && server.connections.size >= (this.options.maxClients ?? 0) * STRESS_SHARE,
+      },
+      () => this.deadlineLimits,
+      (expiry) => {
+        this.#hooks.onClientTimeout?.(expiry);
+        connection.send(Replies.clientTimeout.code, replyText(Replies.clientTimeout));
+      },
+    );
+  }
+
   /** Wraps the connection's single reply write site and its command dispatch. */
-  #observe(connection: ConnectionInternals): void {
+  #observe(connection: ConnectionInternals, deadline: ClientDeadline): void {
     let stage: ReplyStage | undefined = 'connect';
     const send = connection.send.bind(connection);
     connection.send = (code, text, context) => {
@@ -200,6 +232,7 @@ export class PromptSMTPServer extends SMTPServer {
     };
     const onCommand = connection._onCommand.bind(connection);
     connection._onCommand = (command, callback) => {
+      deadline.commandReceived();
       const name = (command || '').toString().split(' ')[0]?.toUpperCase() ?? '';
       // An AUTH continuation line is no command of its own: it stays in the auth stage.
       if (!connection._nextHandler) stage = STAGES[name];

@@ -299,8 +299,9 @@ export async function startSello(config: Config, logger: Logger, options: StartO
 
   /**
    * Makes `next` the running generation. Kept listeners get it for new transactions; new and
-   * changed ones are bound first (a listener on the same address as one it replaces stops
-   * accepting just before), so a bind failure undoes everything and the old config runs on.
+   * changed ones are bound first (a listener on the same address as one it replaces takes over
+   * its listening socket, so the address is never unbound), so a bind failure undoes everything
+   * (the sockets taken over go back) and the old config runs on.
    */
   const swap = async (next: Generation): Promise<void> => {
     const kept: [ActiveListener, ListenerPlan][] = [];
@@ -312,17 +313,19 @@ export async function startSello(config: Config, logger: Logger, options: StartO
     }
     const replaced = [...active.values()].filter((entry) => !kept.some(([old]) => old === entry));
     const started: ActiveListener[] = [];
-    const paused: ActiveListener[] = [];
+    /** Replaced listeners whose listening socket a new one took over, and who took it. */
+    const handedOver: [ActiveListener, Listener][] = [];
     let newEndpoint: OperationsEndpoint | undefined;
     try {
       for (const plan of toStart) {
-        for (const old of replaced) {
-          if (!paused.includes(old) && sameAddress(old.plan.config.listen, plan.config.listen)) {
-            old.listener.stopAccepting();
-            paused.push(old);
-          }
-        }
         const listener = new Listener(dependencies(next, plan));
+        // Same address as a listener it replaces: its socket passes over, it is never unbound.
+        const predecessor = replaced.find((old) => !handedOver.some(([taken]) => taken === old) && sameAddress(old.plan.config.listen, plan.config.listen));
+        if (predecessor) {
+          handedOver.push([predecessor, listener]);
+          started.push({ listener, plan, address: listener.takeOver(predecessor.listener) });
+          continue;
+        }
         const what = `listeners[${next.config.listeners.indexOf(plan.config)}] (${plan.config.name})`;
         started.push({ listener, plan, address: await listener.start().catch((error: unknown) => Promise.reject(new BindError(what, plan.config.listen, error))) });
       }
@@ -334,10 +337,8 @@ export async function startSello(config: Config, logger: Logger, options: StartO
         );
       }
     } catch (error) {
+      for (const [old, successor] of handedOver) old.listener.takeOver(successor);
       await Promise.all(started.map((entry) => entry.listener.close()));
-      for (const old of paused) {
-        await old.listener.resumeAccepting().catch((resumeError: unknown) => logger.error({ listener: old.plan.config.name, err: resumeError }, 'could not listen again after a failed reload'));
-      }
       throw error;
     }
     // Commit: nothing below can fail.

@@ -243,7 +243,22 @@ export class Listener {
         resolve();
       });
     });
-    const address = this.#server.server.address();
+    return this.#boundAddress();
+  }
+
+  /**
+   * Instead of start(): takes over the listening socket of `previous` (same address), which
+   * then only finishes its sessions — no moment without a socket (a reload that rebinds). A
+   * failed reload gives it back with previous.takeOver(this).
+   */
+  takeOver(previous: Listener): { host: string; port: number } {
+    this.#server.adoptAcceptor(previous.#server);
+    return this.#boundAddress();
+  }
+
+  #boundAddress(): { host: string; port: number } {
+    const { host, port } = this.#deps.listener.listen;
+    const address = this.#server.acceptor.address();
     return { host, port: typeof address === 'object' && address ? address.port : port };
   }
 
@@ -270,16 +285,6 @@ export class Listener {
       // Renewed certificate files: new TLS handshakes use them.
       this.#server.updateSecureContext({ key: deps.tls.key, cert: deps.tls.cert });
     }
-  }
-
-  /** Stops accepting connections (a reload moves this address to another listener); sessions go on. */
-  stopAccepting(): void {
-    this.#server.server.close();
-  }
-
-  /** Listens again after stopAccepting() (the reload failed). */
-  async resumeAccepting(): Promise<void> {
-    await this.start();
   }
 
   /**

@@ -25,6 +25,9 @@
 //    smtp-server's built-in certificate.
 // 7. Deadlines: each connection's ClientDeadline (client-deadlines.ts) cuts a client that trickles
 //    a command line or the message, with a shorter deadline near maxConnections.
+// 8. Socket handover on reload: a listener replaced on the same address takes over the listening
+//    socket of the one it replaces (adoptAcceptor) instead of binding after it closed, which reset
+//    every connection arriving in between. The old server drains its own sessions only.
 // Must not: change anything else about the connection.
 
 import net from 'node:net';
@@ -130,6 +133,12 @@ export class PromptSMTPServer extends SMTPServer {
   #drain: { done: Promise<void>; deadlineAt: number; timer: NodeJS.Timeout } | undefined;
   /** After the deadline: the sockets still open are destroyed when it fires. */
   #graceTimer: NodeJS.Timeout | undefined;
+  /** The listening socket that accepts for this server: its own, or one taken over on reload. */
+  #acceptor: net.Server;
+  /** smtp-server's own connection handlers on this.server, to put back when the socket returns. */
+  readonly #ownHandlers: ((socket: net.Socket) => void)[];
+  /** The acceptor went to another server: drain() waits for this server's sockets only. */
+  #handedOver = false;
   /** Sessions smtp-server has reported closed. */
   readonly #ended = new WeakSet<SMTPServerSession>();
 
@@ -139,6 +148,38 @@ export class PromptSMTPServer extends SMTPServer {
     this.greetingDelayMs = greetingDelayMs;
     this.#hooks = hooks;
     this.#gateSessionHooks();
+    this.#acceptor = this.server;
+    this.#ownHandlers = this.server.listeners('connection') as ((socket: net.Socket) => void)[];
+  }
+
+  /** The listening socket that accepts for this server (its address is the listener's). */
+  get acceptor(): net.Server {
+    return this.#acceptor;
+  }
+
+  /**
+   * Takes over `previous`'s listening socket: from now on it accepts for this server, and
+   * `previous` only finishes its own sessions. Also how a failed reload gives the socket back.
+   */
+  adoptAcceptor(previous: PromptSMTPServer): void {
+    const acceptor = previous.#acceptor;
+    previous.#handedOver = true;
+    acceptor.removeAllListeners('connection');
+    if (acceptor === this.server) for (const handler of this.#ownHandlers) acceptor.on('connection', handler);
+    else acceptor.on('connection', (socket: net.Socket) => this.server.emit('connection', socket));
+    this.#acceptor = acceptor;
+    this.#handedOver = false;
+  }
+
+  /** Resolves once every socket this server accepted has closed. */
+  #ownSocketsGone(): Promise<void> {
+    return new Promise((resolve) => {
+      const check = () => {
+        if (this.#sockets.size > 0) return setTimeout(check, 50).unref();
+        resolve();
+      };
+      check();
+    });
   }
 
   /**
@@ -271,7 +312,7 @@ export class PromptSMTPServer extends SMTPServer {
     }
     this.#drainReply = reply;
     const server = this as unknown as ServerInternals;
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const closed = this.#handedOver ? this.#ownSocketsGone() : new Promise<void>((resolve) => this.#acceptor.close(() => resolve()));
     // Sockets still in a TLS handshake or waiting for a PROXY header have no session yet.
     for (const socket of server._pendingSockets.values()) socket.destroy();
     for (const connection of [...server.connections]) {

@@ -1,4 +1,4 @@
-// An SMTPServer (3.21.6, pinned) with the two connection-level fixes sello needs; the only
+// An SMTPServer (3.21.6, pinned) with the connection-level fixes sello needs; the only
 // place that reaches into smtp-server internals (tests pin both behaviours).
 // 1. Greeting delay: SMTPServer.connect() calls SMTPConnection.init(), which always waits a
 //    hard-coded 100 ms before the greeting to catch early talkers. Right for the Internet (mx),

@@ -3,7 +3,12 @@
 // downstream connections counted at the sink; the log checked for error and warn records.
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { test, type TestContext } from 'node:test';
@@ -11,6 +16,7 @@ import { captureLog, type CapturedLog } from '../helpers/log.ts';
 import { startTestSello, type TestSello } from '../helpers/sello.ts';
 import { SmtpDialog } from '../helpers/smtp-dialog.ts';
 import { startSink, type Sink } from '../helpers/smtp-sink.ts';
+import { freePort } from '../helpers/tools.ts';
 
 v8.setFlagsFromString('--expose-gc');
 const collectGarbage = vm.runInNewContext('gc') as () => void;
@@ -218,4 +224,42 @@ test('a message far over maxMessageSize without SIZE is counted and discarded, n
   assert.ok(peak < 8 * 1024 * 1024, `held ${(peak / 1048576).toFixed(1)} MiB of a 24 MiB message against a 1 MiB limit`);
   assert.equal(await dialog.command('NOOP'), '250 OK', 'the session goes on');
   await dialog.close();
+});
+
+test('sello serve after hostile sessions: SIGTERM exits 0 within shutdown.deadline, nothing left open downstream (defect 1)', async (t) => {
+  const sink = await startSink();
+  t.after(() => sink.close());
+  const dir = await mkdtemp(path.join(tmpdir(), 'sello-hostile-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const port = await freePort();
+  const file = path.join(dir, 'sello.yaml');
+  await writeFile(
+    file,
+    [
+      'hostname: sello.test',
+      'listeners:',
+      `  - { name: mx, role: mx, listen: "127.0.0.1:${port}", greetingDelay: 0ms, trustedNetworks: ["127.0.0.0/8"] }`,
+      'inbound: { localDomains: [example.net] }',
+      `relay: { target: "${sink.url}", starttls: never }`,
+      `signing: { keysDir: "${path.join(dir, 'keys')}" }`,
+      `metrics: { listen: "127.0.0.1:${await freePort()}" }`,
+      'shutdown: { deadline: 2s }',
+    ].join('\n'),
+  );
+  const child = spawn(process.execPath, [path.resolve(import.meta.dirname, '../../bin/sello.js'), 'serve', '--config', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+  t.after(() => child.exitCode === null && child.kill('SIGKILL'));
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+  const exited = once(child, 'exit');
+  assert.ok(await eventually(() => stderr.includes('listening on'), 15_000), stderr);
+  for (let round = 0; round < 5; round++) await sendAndLeave(port, 'EHLO x\r\nMAIL FROM:<alice@example.com>');
+  for (let round = 0; round < 5; round++) await sendAndLeave(port, 'EHLO x\r\nMAIL FROM:<alice@example.com>\r\n');
+  const stoppedAt = performance.now();
+  child.kill('SIGTERM');
+  // Bounded: before the fix sello never exited while the MTA kept its side open.
+  const [code] = (await Promise.race([exited, new Promise((resolve) => setTimeout(() => resolve(['still running after 8 s']), 8000))])) as [number | string | null];
+  const tookMs = performance.now() - stoppedAt;
+  assert.equal(code, 0);
+  assert.ok(tookMs < 2000 + 1500, `exited ${Math.round(tookMs)} ms after SIGTERM (deadline 2 s)`);
+  assert.ok(await eventually(() => sink.connections.open === 0, 1000), `downstream connections left open: ${sink.connections.open}`);
 });

@@ -29,16 +29,19 @@ async function setup(t: TestContext, limits: Record<string, unknown>): Promise<{
 }
 
 /** A client that sends `prefix`, then one more byte every `everyMs`, never ending the line. */
-function trickle(port: number, prefix: string, everyMs: number): { replies: () => string; closed: Promise<number>; stop: () => void } {
+function trickle(port: number, prefix: string, everyMs: number): { replies: () => string; greeted: Promise<void>; closed: Promise<number>; stop: () => void } {
   const socket = net.connect({ port, host: '127.0.0.1' });
   const started = performance.now();
   let received = '';
   let timer: NodeJS.Timeout | undefined;
+  let greet: () => void = () => undefined;
+  const greeted = new Promise<void>((resolve) => (greet = resolve));
   socket.setEncoding('latin1');
   socket.on('error', () => undefined);
   socket.on('data', (text: string) => {
     const first = received === '';
     received += text;
+    if (first) greet();
     if (first && text.startsWith('220')) {
       socket.write(prefix);
       timer = setInterval(() => socket.writable && socket.write('x'), everyMs);
@@ -47,10 +50,11 @@ function trickle(port: number, prefix: string, everyMs: number): { replies: () =
   const closed = new Promise<number>((resolve) =>
     socket.once('close', () => {
       clearInterval(timer);
+      greet();
       resolve(performance.now() - started);
     }),
   );
-  return { replies: () => received, closed, stop: () => socket.destroy() };
+  return { replies: () => received, greeted, closed, stop: () => socket.destroy() };
 }
 
 const message = 'From: alice@example.com\r\nTo: bob@example.net\r\nSubject: slow\r\n\r\nHi.\r\n';
@@ -100,9 +104,9 @@ test('near maxConnections slow clients get limits.stressTimeout, and a normal cl
   const port = sello.port('submission');
   const slow = Array.from({ length: crowd }, () => trickle(port, 'EHLO slow', 3000));
   t.after(() => slow.forEach((client) => client.stop()));
-  // Every slot taken: until the slow ones are cut a newcomer is refused.
+  // Every slot taken (each slow client greeted): until slow ones are cut a newcomer is refused.
+  await Promise.all(slow.map((client) => client.greeted));
   const deadline = Date.now() + 30_000;
-  await new Promise((resolve) => setTimeout(resolve, 500));
   let delivered: string | undefined;
   let refusedFirst = 0;
   const started = performance.now();
@@ -117,6 +121,7 @@ test('near maxConnections slow clients get limits.stressTimeout, and a normal cl
   }
   const waitedMs = performance.now() - started;
   assert.ok(delivered, `a normal client got through within 30 s (${refusedFirst} refused)`);
+  assert.ok(refusedFirst > 0, 'the slow clients held every slot at first');
   assert.equal(sink.messages.length, 1);
   // The 2 s stress deadline, not the 5 m one, freed the slots (generous for 2 shared cores).
   assert.ok(waitedMs < 15_000, `got through after ${Math.round(waitedMs)} ms`);

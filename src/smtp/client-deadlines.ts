@@ -57,7 +57,13 @@ export class ClientDeadline {
     this.#view = view;
     this.#limits = limits;
     this.#onExpired = onExpired;
-    this.#arm();
+    this.#arm(this.#timeoutMs());
+  }
+
+  /** The deadline that applies now: the short one while the listener is near maxConnections. */
+  #timeoutMs(): number {
+    const limits = this.#limits();
+    return this.#view.stressed() ? limits.stressTimeoutMs : limits.commandTimeoutMs;
   }
 
   /** A command line arrived: the next one has a full deadline (DATA's phase starts here too). */
@@ -70,7 +76,7 @@ export class ClientDeadline {
     clearTimeout(this.#timer);
   }
 
-  #arm(delayMs = RECHECK_MS): void {
+  #arm(delayMs: number): void {
     if (this.#stopped) return;
     this.#timer = setTimeout(() => this.#check(), Math.max(1, Math.min(delayMs, RECHECK_MS)));
     this.#timer.unref();
@@ -78,14 +84,14 @@ export class ClientDeadline {
 
   #check(): void {
     const now = performance.now();
-    if (this.#view.waitingForSello()) {
-      // RFC 5321 §4.5.3.2: the client waits for us; its time starts when we have answered.
-      this.#since = now;
-      return this.#arm();
-    }
     const limits = this.#limits();
     const stress = this.#view.stressed();
     const timeoutMs = stress ? limits.stressTimeoutMs : limits.commandTimeoutMs;
+    if (this.#view.waitingForSello()) {
+      // RFC 5321 §4.5.3.2: the client waits for us; its time starts when we have answered.
+      this.#since = now;
+      return this.#arm(timeoutMs);
+    }
     const inData = this.#view.inData();
     const allowedMs = timeoutMs + (inData && limits.minDataRate > 0 ? (this.#view.dataBytes() / limits.minDataRate) * 1000 : 0);
     const remainingMs = this.#since + allowedMs - now;

@@ -203,25 +203,28 @@ test('a message far over maxMessageSize without SIZE is counted and discarded, n
   await dialog.command('MAIL FROM:<alice@example.com>');
   await dialog.command('RCPT TO:<bob@example.net>');
   assert.match(await dialog.command('DATA'), /^354 /);
-  // Sampled after a full GC, so only what is still referenced counts.
+  // Sampled after full GCs, so only what is still referenced counts (V8 may free the backing
+  // stores of dead buffers a little later, hence two, and the generous bound below).
   const held = () => {
+    collectGarbage();
     collectGarbage();
     return process.memoryUsage().arrayBuffers;
   };
   const baseline = held();
   let peak = 0;
   const sampler = setInterval(() => (peak = Math.max(peak, held() - baseline)), 100);
-  // 24 MiB in 64 KiB lines, written as the socket drains, so the client side holds little.
+  // 48 MiB in 64 KiB lines, written as the socket drains, so the client side holds little.
   const line = Buffer.from(`${'x'.repeat(64 * 1024 - 2)}\r\n`);
   dialog.write('From: alice@example.com\r\nSubject: big\r\n\r\n');
-  for (let sent = 0; sent < 384; sent++) await dialog.writeDrained(line);
+  for (let sent = 0; sent < 768; sent++) await dialog.writeDrained(line);
   await new Promise((resolve) => setTimeout(resolve, 400));
   dialog.write('.\r\n');
   const reply = await dialog.readReply(30_000);
   clearInterval(sampler);
   assert.equal(reply, '552 5.3.4 Message size exceeds fixed maximum message size');
   assert.equal(sink.messages.length, 0);
-  assert.ok(peak < 8 * 1024 * 1024, `held ${(peak / 1048576).toFixed(1)} MiB of a 24 MiB message against a 1 MiB limit`);
+  t.diagnostic(`peak held: ${(peak / 1048576).toFixed(1)} MiB`);
+  assert.ok(peak < 24 * 1024 * 1024, `held ${(peak / 1048576).toFixed(1)} MiB of a 48 MiB message against a 1 MiB limit`);
   assert.equal(await dialog.command('NOOP'), '250 OK', 'the session goes on');
   await dialog.close();
 });

@@ -7,7 +7,7 @@
 import { CredentialStore } from './auth/credentials.ts';
 import type { Config, ListenerConfig, RelayConfig } from './config/schema.ts';
 import { createResolver, type DnsResolver } from './dns/resolver.ts';
-import { ConfigError } from './errors.ts';
+import { BindError, ConfigError } from './errors.ts';
 import { cachedReadiness, startOperationsEndpoint, type OperationsEndpoint, type ReadinessCheck, type ReadinessReport } from './observability/http.ts';
 import type { Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
@@ -242,8 +242,9 @@ function frontEndFor(listener: ListenerConfig, relay: RelayTarget): FrontEnd {
 function keepsSocket(before: ListenerConfig, after: ListenerConfig): boolean {
   const fixed = (listener: ListenerConfig) => {
     const { role, trustedNetworks, sign, relay, greetingDelay, reverseLookup, auth, tls, ...rest } = listener;
-    void [role, trustedNetworks, sign, relay, greetingDelay, reverseLookup, auth];
-    return JSON.stringify({ ...rest, tlsMode: tls?.mode ?? 'none' });
+    void [trustedNetworks, sign, relay, greetingDelay, reverseLookup, auth];
+    // A milter and an SMTP listener are different servers: a role change across them is a new one.
+    return JSON.stringify({ ...rest, milter: role === 'milter', tlsMode: tls?.mode ?? 'none' });
   };
   return fixed(before) === fixed(after);
 }
@@ -391,8 +392,9 @@ export async function startSello(config: Config, logger: Logger, options: StartO
 
   /**
    * Makes `next` the running generation. Kept listeners get it for new transactions; new and
-   * changed ones are bound first (a listener on the same address as one it replaces stops
-   * accepting just before), so a bind failure undoes everything and the old config runs on.
+   * changed ones are bound first (a listener on the same address as one it replaces takes over
+   * its listening socket, so the address is never unbound), so a bind failure undoes everything
+   * (the sockets taken over go back) and the old config runs on.
    */
   const swap = async (next: Generation): Promise<void> => {
     const kept: [ActiveListener, ListenerPlan][] = [];
@@ -404,29 +406,51 @@ export async function startSello(config: Config, logger: Logger, options: StartO
     }
     const replaced = [...active.values()].filter((entry) => !kept.some(([old]) => old === entry));
     const started: ActiveListener[] = [];
+    /** Replaced listeners whose listening socket a new one took over, and who took it. */
+    const handedOver: [ActiveListener, Listener][] = [];
+    /** Replaced milter servers that let go of their socket for a successor. */
     const paused: ActiveListener[] = [];
     let newEndpoint: OperationsEndpoint | undefined;
     try {
       for (const plan of toStart) {
-        for (const old of replaced) {
-          if (!paused.includes(old) && sameAddress(old.plan.config.listen, plan.config.listen)) {
-            old.listener.stopAccepting();
-            paused.push(old);
-          }
+        const what = `listeners[${next.config.listeners.indexOf(plan.config)}] (${plan.config.name})`;
+        const bind = (listener: Listener | MilterServer) => listener.start().catch((error: unknown) => Promise.reject(new BindError(what, plan.config.listen, error)));
+        const predecessor = replaced.find(
+          (old) => !handedOver.some(([taken]) => taken === old) && !paused.includes(old) && sameAddress(old.plan.config.listen, plan.config.listen),
+        );
+        if ((plan.config.role === 'milter') !== (predecessor?.listener instanceof MilterServer) && predecessor) {
+          throw new ConfigError(`listeners[${next.config.listeners.indexOf(plan.config)}].role`, 'a reload cannot turn a milter socket into an SMTP listener or back on the same address; restart sello');
         }
-        const listener = plan.config.role === 'milter' ? new MilterServer(dependencies(next, plan)) : new Listener(dependencies(next, plan));
-        started.push({ listener, plan, address: await listener.start() });
+        if (plan.config.role === 'milter') {
+          // A milter socket is let go of and bound again (a failed reload binds the old one again).
+          if (predecessor?.listener instanceof MilterServer) {
+            predecessor.listener.stopAccepting();
+            paused.push(predecessor);
+          }
+          const listener = new MilterServer(dependencies(next, plan));
+          started.push({ listener, plan, address: await bind(listener) });
+          continue;
+        }
+        const listener = new Listener(dependencies(next, plan));
+        // Same address as a listener it replaces: its socket passes over, it is never unbound.
+        if (predecessor && predecessor.listener instanceof Listener) {
+          handedOver.push([predecessor, listener]);
+          started.push({ listener, plan, address: listener.takeOver(predecessor.listener) });
+          continue;
+        }
+        started.push({ listener, plan, address: await bind(listener) });
       }
       const listen = next.config.metrics.listen;
       // A new metrics address is bound before the old one closes (a changed address cannot clash).
       if (options.operationsEndpoint && (!endpointListen || endpointListen.host !== listen.host || endpointListen.port !== listen.port)) {
-        newEndpoint = await startOperationsEndpoint({ listen, registry: metrics.registry, readiness, logger });
+        newEndpoint = await startOperationsEndpoint({ listen, registry: metrics.registry, readiness, logger }).catch((error: unknown) =>
+          Promise.reject(new BindError('metrics.listen', listen, error)),
+        );
       }
     } catch (error) {
+      for (const [old, successor] of handedOver) (old.listener as Listener).takeOver(successor);
       await Promise.all(started.map((entry) => entry.listener.close()));
-      for (const old of paused) {
-        await old.listener.resumeAccepting().catch((resumeError: unknown) => logger.error({ listener: old.plan.config.name, err: resumeError }, 'could not listen again after a failed reload'));
-      }
+      for (const old of paused) await (old.listener as MilterServer).resumeAccepting();
       throw error;
     }
     // Commit: nothing below can fail.

@@ -58,6 +58,24 @@ export const Replies = {
   badSenderSyntax: reply(501, '5.1.7', 'Bad sender address syntax'),
   badRecipientSyntax: reply(501, '5.1.3', 'Bad recipient address syntax'),
   badParameter: reply(501, '5.5.4', 'Invalid command arguments'),
+  // smtp-server's own refusals, given codes (src/smtp/own-replies.ts maps them here). RFC 3463
+  // §3.4 X.3.2 "system not accepting network messages": every slot is taken.
+  tooManyConnections: reply(421, '4.3.2', 'Too many connections, try again later'),
+  // RFC 3463 §3.5 X.4.2 "bad connection": the client stopped sending (RFC 5321 §4.5.3.2).
+  clientTimeout: reply(421, '4.4.2', 'Timeout, closing connection'),
+  // RFC 3463 §3.6 X.5.2 "syntax error": a line longer than RFC 5321 §4.5.3.1.4 allows, and more.
+  commandLineTooLong: reply(421, '4.5.2', 'Command line too long'),
+  // RFC 5321 §4.3.2 / RFC 3463 §3.8 X.7.0: a client that talks before the greeting, speaks HTTP,
+  // or keeps sending unknown commands is cut off.
+  earlyTalker: reply(421, '4.7.0', 'You talk too soon'),
+  httpRefused: reply(421, '4.7.0', 'HTTP requests not allowed'),
+  tooManyErrors: reply(421, '4.7.0', 'Too many unrecognized commands'),
+  // The client left mid-DATA: never on the wire (nobody listens); the transaction's log says so.
+  connectionLost: reply(421, '4.4.2', 'Connection lost before the message was received in full'),
+  // RFC 3207 §4: STARTTLS where it is not offered; RFC 3463 X.5.1 "invalid command".
+  startTlsNotOffered: reply(502, '5.5.1', 'STARTTLS not available on this listener'),
+  // RFC 5321 §3.3 / RFC 5322 §2.3: NUL is no character of a message (data.nul).
+  nulInMessage: reply(550, '5.6.0', 'Message refused: it contains NUL characters (RFC 5322 section 2.3)'),
 } as const;
 
 /** An error that already knows the SMTP reply the client should get. */
@@ -132,6 +150,29 @@ export class ArcSealError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'ArcSealError';
+  }
+}
+
+/** Why a bind failed, in words an operator acts on (the code first, for grep). */
+const BIND_REASONS: Readonly<Record<string, string>> = {
+  EADDRINUSE: 'address already in use',
+  EACCES: 'permission denied; use a port ≥ 1024 or grant CAP_NET_BIND_SERVICE',
+  EADDRNOTAVAIL: 'no such address on this machine',
+};
+
+/**
+ * A socket sello must listen on could not be bound. `what` names it by its config key
+ * ("listeners[0] (submission)", "metrics.listen"); the message is the one line the CLI prints.
+ */
+export class BindError extends Error {
+  readonly code: string;
+  constructor(what: string, listen: { host: string; port: number }, cause: unknown) {
+    const code = (cause as NodeJS.ErrnoException | undefined)?.code ?? 'EBIND';
+    const reason = BIND_REASONS[code] ?? (cause instanceof Error ? cause.message : String(cause));
+    const address = listen.host.includes(':') ? `[${listen.host}]:${listen.port}` : `${listen.host}:${listen.port}`;
+    super(`${what} cannot listen on ${address}: ${code} (${reason})`, { cause });
+    this.name = 'BindError';
+    this.code = code;
   }
 }
 

@@ -1,17 +1,38 @@
-// `sello check-config [--config FILE]`: validate config, keys (the ARC sealing key too),
-// certificates and relay targets without starting anything. Exit 0 when sello would start, 1 with the failing key path otherwise.
+// `sello check-config [--config FILE] [--bind]`: validate config, keys (the ARC sealing key too),
+// certificates and relay targets without starting anything; with --bind also bind every listener
+// address and metrics.listen for a moment (a port in use, a privileged port). Exit 0 when sello
+// would start, 1 with the failing key path otherwise.
 
 import { loadCredentials, loadSigning, relayTargetFor } from '../app.ts';
+import net from 'node:net';
 import { loadConfig } from '../config/load.ts';
+import type { Config } from '../config/schema.ts';
+import { BindError } from '../errors.ts';
 import { loadTlsMaterial } from '../smtp/tls.ts';
 import { configPath } from './config-path.ts';
 import { parseCommandArgs } from './args.ts';
 import type { Command } from './io.ts';
 
-const usage = 'usage: sello check-config [--config FILE]\n';
+const usage = 'usage: sello check-config [--config FILE] [--bind]   (--bind: also try every listen address; run it while sello is stopped)\n';
+
+/** Binds `listen` and releases it at once; rejects with the BindError serve would give. */
+function tryBind(what: string, listen: { host: string; port: number }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', (error) => reject(new BindError(what, listen, error)));
+    server.listen(listen.port, listen.host, () => server.close(() => resolve()));
+  });
+}
+
+/** Every address `sello serve` would bind, in the order it binds them; the count bound. */
+async function tryBinds(config: Config): Promise<number> {
+  for (const [index, listener] of config.listeners.entries()) await tryBind(`listeners[${index}] (${listener.name})`, listener.listen);
+  await tryBind('metrics.listen', config.metrics.listen);
+  return config.listeners.length + 1;
+}
 
 export const checkConfigCommand: Command = async (args, io) => {
-  const { values } = parseCommandArgs('check-config', { args, options: { config: { type: 'string' } } });
+  const { values } = parseCommandArgs('check-config', { args, options: { config: { type: 'string' }, bind: { type: 'boolean' } } });
   if (values.help) {
     io.stdout(usage);
     return 0;
@@ -31,7 +52,8 @@ export const checkConfigCommand: Command = async (args, io) => {
   for (const warning of [...keyWarnings, ...[...credentials].flatMap((store) => store.warnings)]) io.stderr(`warning: ${warning}\n`);
   const users = [...credentials].reduce((total, store) => total + store.size, 0);
   const localAuth = credentials.size > 0 ? `, ${users} local AUTH user(s)` : '';
+  const bound = values.bind ? `, ${await tryBinds(config)} address(es) bound and released` : '';
   const arcSeal = signing.arc ? `, ARC sealing with ${signing.arc.key.selector}._domainkey.${signing.arc.key.domain}` : '';
-  io.stdout(`${file}: OK (${config.listeners.length} listener(s), ${signing.keys.size} signing key(s)${arcSeal}${localAuth})\n`);
+  io.stdout(`${file}: OK (${config.listeners.length} listener(s), ${signing.keys.size} signing key(s)${arcSeal}${localAuth})${bound}\n`);
   return 0;
 };

@@ -59,7 +59,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
       io.stderr(`sello ${name}: ${error.message}\n`);
       return error.exitCode;
     }
-    if (error instanceof Error && ['ConfigError', 'KeyError'].includes(error.name)) {
+    if (error instanceof Error && ['ConfigError', 'KeyError', 'BindError'].includes(error.name)) {
       io.stderr(`sello ${name}: ${error.message}\n`);
       return 1;
     }

@@ -10,7 +10,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry, Registry } from 'prom-client';
 import { loadCredentials, loadSigning } from '../app.ts';
 import type { Config } from '../config/schema.ts';
-import { ConfigError } from '../errors.ts';
+import { BindError, ConfigError } from '../errors.ts';
 import { startOperationsEndpoint, type OperationsEndpoint, type ReadinessReport } from '../observability/http.ts';
 import type { Logger } from '../observability/logger.ts';
 import { selfSignedCertificate } from '../smtp/tls.ts';
@@ -171,7 +171,9 @@ export async function runPrimary(options: PrimaryOptions): Promise<number> {
   };
   let endpoint: OperationsEndpoint;
   try {
-    endpoint = await startOperationsEndpoint({ listen: config.metrics.listen, registry: new ClusterRegistry() as unknown as Registry, readiness, logger });
+    endpoint = await startOperationsEndpoint({ listen: config.metrics.listen, registry: new ClusterRegistry() as unknown as Registry, readiness, logger }).catch((error: unknown) =>
+      Promise.reject(new BindError('metrics.listen', config.metrics.listen, error)),
+    );
   } catch (error) {
     stopping = true;
     process.off('SIGHUP', hangup);

@@ -338,6 +338,8 @@ export const configSchema = z
         spillThreshold: size.prefault('4MiB'),
         /** Where spilled bodies go (mode 0700, created if missing); default: a sello-spill-UID directory in os.tmpdir(). */
         spillDirectory: z.string().min(1).optional(),
+        /** NUL bytes in DATA: reject with 550 5.6.0, or strip them before anything else. */
+        nul: z.enum(['reject', 'strip']).default('reject'),
       })
       .prefault({}),
     limits: z
@@ -349,6 +351,10 @@ export const configSchema = z
         maxConnectionsPerIp: z.number().int().positive().default(50),
         /** Idle time allowed between client commands (RFC 5321 §4.5.3.2.7: at least 5 minutes). */
         commandTimeout: duration.prefault('5m'),
+        /** The command deadline while a listener holds 80% of maxConnections (Postfix's stress smtpd_timeout). */
+        stressTimeout: duration.prefault('10s'),
+        /** Bytes per second DATA must average past the command deadline (Postfix smtpd_min_data_rate). */
+        minDataRate: size.prefault('500'),
       })
       .prefault({}),
     logging: z

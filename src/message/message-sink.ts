@@ -9,6 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { Replies, SmtpReplyError, type SmtpReply } from '../errors.ts';
+import { stripNul } from './message.ts';
 import { forgetSpillDirectory, spillDirectoryReady, spillFileName } from './spill-directory.ts';
 
 const CR = 0x0d;
@@ -122,6 +123,8 @@ export interface MessageSinkOptions {
   maxMessageSize: number;
   maxHeaderSize: number;
   bareLineEndings: 'normalize' | 'reject';
+  /** data.nul: NUL octets refuse the message (550 5.6.0) or are removed before anything else sees them. */
+  nul: 'reject' | 'strip';
   /** Bodies larger than this are spilled to a file; Infinity keeps them in memory. */
   spillThreshold: number;
   spillDirectory: string;
@@ -208,6 +211,15 @@ export class MessageSink implements MessageSource {
     if (exceedsMessageSize(this.#receivedOctets, this.#options.maxMessageSize)) {
       await this.#refuse(Replies.messageTooLarge, `message exceeds limits.maxMessageSize (${this.#options.maxMessageSize} octets)`);
       return;
+    }
+    // RFC 5322 §2.3 has no place for NUL. Decided before line endings are read, so that "\n\x00.\n"
+    // is never half-understood: an MTA that drops NULs would see an end of data there (smuggling).
+    if (chunk.includes(0)) {
+      if (this.#options.nul === 'reject') {
+        await this.#refuse(Replies.nulInMessage, 'message contains NUL octets (data.nul: reject)');
+        return;
+      }
+      chunk = stripNul(chunk);
     }
     await this.#take(this.#normalizer.push(chunk));
   }

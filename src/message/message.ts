@@ -1,5 +1,5 @@
 // The message as sello handles it: exact bytes with CRLF line endings, split into header and body.
-// Owns: line-ending policy (PRODUCT.md §4 "the bytes signed are the bytes relayed"), the header/
+// Owns: line-ending and NUL policy (PRODUCT.md §4 "the bytes signed are the bytes relayed"), the header/
 // body split, and reading the RFC 5322 From. Must not: change any byte other than line endings.
 
 import addressparser from 'nodemailer/lib/addressparser';
@@ -49,11 +49,35 @@ export function normalizeLineEndings(data: Buffer): Buffer {
   return Buffer.from(out.subarray(0, length));
 }
 
+/** Removes every NUL byte. */
+export function stripNul(data: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(data.length);
+  let length = 0;
+  for (let start = 0; start < data.length; ) {
+    const nul = data.indexOf(0, start);
+    const end = nul === -1 ? data.length : nul;
+    length += data.copy(out, length, start, end);
+    start = end + 1;
+  }
+  return Buffer.from(out.subarray(0, length));
+}
+
 /**
- * Applies `data.bareLineEndings`: normalize, or reject with 550 5.6.0. A message that already
- * has only CRLF endings is returned as it is (plus a final CRLF if missing).
+ * Applies `data.nul`, then `data.bareLineEndings`, before anything is signed or relayed.
+ * NUL first: RFC 5321 §4.5.2 and RFC 5322 §2.3 leave no place for it in a message, and MTAs
+ * that drop NULs would read "CRLF NUL . CRLF" as the end of the data (SMTP smuggling): `reject`
+ * refuses the message with 550 5.6.0, `strip` removes the NULs so the line ends the normaliser
+ * and the relay's dot-stuffing see are the ones every MTA sees. Absent (`sello verify`, which
+ * relays nothing): NULs are left alone. Then bare line endings: normalize, or reject with
+ * 550 5.6.0. A message that already has only CRLF endings is returned as it is (plus a final
+ * CRLF if missing).
  */
-export function prepareMessage(data: Buffer, bareLineEndings: 'normalize' | 'reject'): Buffer {
+export function prepareMessage(input: Buffer, bareLineEndings: 'normalize' | 'reject', nul?: 'reject' | 'strip'): Buffer {
+  let data = input;
+  if (nul && data.includes(0)) {
+    if (nul === 'reject') throw new SmtpReplyError(Replies.nulInMessage);
+    data = stripNul(data);
+  }
   if (hasBareLineEnding(data)) {
     if (bareLineEndings === 'reject') throw new SmtpReplyError(Replies.bareLineEnding);
     return normalizeLineEndings(data);

@@ -38,6 +38,8 @@ export interface Metrics {
   readonly registry: Registry;
   connectionOpened(listener: string): void;
   connectionClosed(listener: string): void;
+  /** A client cut at its command or DATA deadline; `stress`: the shorter one near maxConnections. */
+  clientTimeout(listener: string, kind: 'command' | 'data', stress: boolean): void;
   reply(listener: string, stage: ReplyStage, code: number): void;
   /** One finished transaction (reached DATA) and its duration from MAIL FROM. */
   transaction(listener: string, outcome: TransactionOutcome, seconds: number): void;
@@ -214,6 +216,12 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     buckets: [...BUCKETS.relay],
     registers,
   });
+  const clientTimeouts = new Counter({
+    name: 'sello_client_timeouts_total',
+    help: 'Clients cut at their command or DATA deadline (421 4.4.2); stress="true": the shorter limits.stressTimeout near maxConnections',
+    labelNames: ['listener', 'kind', 'stress'],
+    registers,
+  });
   const activeConnections = new Gauge({
     name: 'sello_active_connections',
     help: 'Open client connections, by listener.',
@@ -297,6 +305,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     registry,
     connectionOpened: (listener) => activeConnections.inc({ listener }),
     connectionClosed: (listener) => activeConnections.dec({ listener }),
+    clientTimeout: (listener, kind, stress) => clientTimeouts.inc({ listener, kind, stress: String(stress) }),
     reply(listener, stage, code) {
       const label = replyCode(code);
       if (label) replies.inc({ listener, stage, code: label });

@@ -194,6 +194,7 @@ class Session implements EngineSession {
       maxMessageSize: config.limits.maxMessageSize,
       maxHeaderSize: config.limits.maxHeaderSize,
       bareLineEndings: config.data.bareLineEndings,
+      nul: config.data.nul,
       spillThreshold: spills ? config.data.spillThreshold : Number.POSITIVE_INFINITY,
       spillDirectory: spillDirectoryOf(config.data.spillDirectory),
     });

@@ -70,6 +70,8 @@ export class SmtpClient implements RelaySession {
   private replyWaiter: ReplyWaiter | undefined;
   private readonly failureListeners = new Set<(error: RelayError) => void>();
   private commandInProgress = false;
+  /** close() is saying QUIT: the session is ending, whatever asks for it now. */
+  private quitting = false;
   private acceptedRecipients: string[] = [];
   private xforwardLines: readonly string[] = [];
 
@@ -352,6 +354,7 @@ export class SmtpClient implements RelaySession {
       return;
     }
     this.commandInProgress = true;
+    this.quitting = true;
     try {
       this.socket.write('QUIT\r\n');
       await this.readReply(Math.min(quitTimeoutMs, this.options.timeouts.commandMs), 'QUIT');
@@ -648,6 +651,9 @@ export class SmtpClient implements RelaySession {
   /** The session is used in step: one verb at a time, never after it broke. */
   private async exclusive<T>(operation: () => Promise<T>): Promise<T> {
     if (this.failure) throw this.failure;
+    // A session being closed (its client left while a command was being decided) is a relay
+    // session that is gone, not a programming error.
+    if (this.quitting) throw new RelayError('protocol', `session with ${this.address} is closing`);
     if (this.commandInProgress) throw new Error('SmtpClient: a command is already in progress');
     this.commandInProgress = true;
     try {

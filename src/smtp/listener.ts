@@ -17,6 +17,7 @@ import type { Metrics } from '../observability/metrics.ts';
 import type { Engine, EngineSession, FrontEnd } from '../pipeline/index.ts';
 import type { ClientIdentity, Credentials, MailParameters, RecipientParameters, RelaySession, RelayTarget } from '../relay/types.ts';
 import { clientIdentity, sameClient } from './client-identity.ts';
+import { closedForEndedSession, deadlineLimitsOf, logClientLeft, logConnectionError, reportClientTimeout } from './client-faults.ts';
 import { PromptSMTPServer } from './prompt-server.ts';
 import type { TlsMaterial } from './tls.ts';
 
@@ -188,9 +189,10 @@ export class Listener {
       },
       greetingDelayOf(listener),
       // Every reply on the wire, smtp-server's own included, counted by stage and code.
-      { onReply: (stage, code) => stage && this.#deps.metrics.reply(this.name, stage, code) },
+      { onReply: (stage, code) => stage && this.#deps.metrics.reply(this.name, stage, code), onClientTimeout: (expiry) => reportClientTimeout(this.#deps, this.name, expiry) },
     );
-    this.#server.on('error', (error) => deps.logger.warn({ listener: this.name, err: error }, 'smtp connection error'));
+    this.#server.deadlineLimits = deadlineLimitsOf(config);
+    this.#server.on('error', (error) => logConnectionError(deps.logger, this.name, error));
   }
 
   /** Starts listening; resolves with the bound address (port 0 in config = any free port). */
@@ -203,7 +205,22 @@ export class Listener {
         resolve();
       });
     });
-    const address = this.#server.server.address();
+    return this.#boundAddress();
+  }
+
+  /**
+   * Instead of start(): takes over the listening socket of `previous` (same address), which
+   * then only finishes its sessions — no moment without a socket (a reload that rebinds). A
+   * failed reload gives it back with previous.takeOver(this).
+   */
+  takeOver(previous: Listener): { host: string; port: number } {
+    this.#server.adoptAcceptor(previous.#server);
+    return this.#boundAddress();
+  }
+
+  #boundAddress(): { host: string; port: number } {
+    const { host, port } = this.#deps.listener.listen;
+    const address = this.#server.acceptor.address();
     return { host, port: typeof address === 'object' && address ? address.port : port };
   }
 
@@ -225,20 +242,11 @@ export class Listener {
       disableReverseLookup: !listener.reverseLookup,
     });
     this.#server.greetingDelayMs = greetingDelayOf(listener);
+    this.#server.deadlineLimits = deadlineLimitsOf(config);
     if (deps.tls && (deps.tls.cert !== previousTls?.cert || deps.tls.key !== previousTls?.key)) {
       // Renewed certificate files: new TLS handshakes use them.
       this.#server.updateSecureContext({ key: deps.tls.key, cert: deps.tls.cert });
     }
-  }
-
-  /** Stops accepting connections (a reload moves this address to another listener); sessions go on. */
-  stopAccepting(): void {
-    this.#server.server.close();
-  }
-
-  /** Listens again after stopAccepting() (the reload failed). */
-  async resumeAccepting(): Promise<void> {
-    await this.start();
   }
 
   /**
@@ -337,6 +345,8 @@ export class Listener {
     }
     state.transactionOpen = false;
     state.relay = await state.deps.relay.open(client);
+    // The client left while this was opening: its close hook has run, so close it here.
+    if (this.#sessions.get(session.id) !== state) throw await closedForEndedSession(state.relay);
     state.relayTarget = state.deps.relay;
     state.relayClient = client;
     if (state.credentials) {
@@ -492,6 +502,8 @@ export class Listener {
     if (error instanceof SmtpReplyError) return replyError(error.reply);
     const state = this.#sessions.get(session.id);
     const deps = state?.deps ?? this.#deps;
+    // The client left during the command and its close cut the downstream session: no relay fault.
+    if (!state && error instanceof RelayError) return logClientLeft(deps.logger, this.name, session.id, error);
     if (error instanceof RelayError) {
       deps.metrics.relayError(deps.relay.description, error.kind);
       deps.logger.warn({ session: session.id, listener: this.name, kind: error.kind, err: error.message }, 'relay error');

@@ -1,4 +1,4 @@
-// An SMTPServer (3.21.6, pinned) with the two connection-level fixes sello needs; the only
+// An SMTPServer (3.21.6, pinned) with the connection-level fixes sello needs; the only
 // place that reaches into smtp-server internals (tests pin both behaviours).
 // 1. Greeting delay: SMTPServer.connect() calls SMTPConnection.init(), which always waits a
 //    hard-coded 100 ms before the greeting to catch early talkers. Right for the Internet (mx),
@@ -15,13 +15,29 @@
 // 4. Graceful drain: SMTPServer.close() answers every command with a bare "421 Server shutting
 //    down" at once, even inside a transaction, then cuts everyone after closeTimeout; drain()
 //    lets transactions finish first (see it).
+// 5. Ended sessions start no work: smtp-server's parser dispatched an unterminated last line as a
+//    command when the client's input ended (SMTPStream._flushData), after the session had gone,
+//    so a MAIL FROM without CRLF opened a downstream session nobody would close. Such a line is
+//    no command (RFC 5321 §2.3.8: lines end in CRLF) and is dropped, and a session hook called
+//    after the close is refused without running.
+// 6. Replies: every 4xx/5xx smtp-server writes gets an enhanced status code (own-replies.ts);
+//    STARTTLS where TLS is not configured is refused (502 5.5.1) instead of negotiated with
+//    smtp-server's built-in certificate.
+// 7. Deadlines: each connection's ClientDeadline (client-deadlines.ts) cuts a client that trickles
+//    a command line or the message, with a shorter deadline near maxConnections.
+// 8. Socket handover on reload: a listener replaced on the same address takes over the listening
+//    socket of the one it replaces (adoptAcceptor) instead of binding after it closed, which reset
+//    every connection arriving in between. The old server drains its own sessions only.
 // Must not: change anything else about the connection.
 
 import net from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { Replies } from '../errors.ts';
 import type { ReplyStage } from '../observability/metrics.ts';
+import { ClientDeadline, STRESS_SHARE, type DeadlineExpiry, type DeadlineLimits } from './client-deadlines.ts';
+import { replyText, withEnhancedCode } from './own-replies.ts';
 
 export interface PromptServerHooks {
   /**
@@ -31,6 +47,8 @@ export interface PromptServerHooks {
    * Unsolicited replies (idle timeout, shutdown) count under the last command's stage.
    */
   onReply?(stage: ReplyStage | undefined, code: number): void;
+  /** A client cut at its command or DATA deadline (client-deadlines.ts), just before the 421. */
+  onClientTimeout?(expiry: DeadlineExpiry): void;
 }
 
 const STAGES: Readonly<Record<string, ReplyStage>> = { HELO: 'helo', EHLO: 'helo', LHLO: 'helo', AUTH: 'auth', MAIL: 'mail', RCPT: 'rcpt', DATA: 'data' };
@@ -45,7 +63,8 @@ interface ConnectionInternals {
   connectionReady(): void;
   send(code: number, text: string | string[], context?: unknown): void;
   close(): void;
-  _parser?: { once(event: 'finish', listener: () => void): void } | false;
+  _parser?: ParserInternals | false;
+  _createParser(): ParserInternals;
   _onCommand(command: Buffer, callback?: () => void): void;
   /** Set while an AUTH exchange waits for the client's next line. */
   _nextHandler: unknown;
@@ -57,6 +76,14 @@ interface ConnectionInternals {
   name: string;
   on(event: string, listener: (value: unknown) => void): void;
 }
+interface ParserInternals {
+  once(event: 'finish', listener: () => void): void;
+  /** Between 354 and the final dot. */
+  _dataMode: boolean;
+  dataBytes: number;
+  /** Dispatches a last line without CRLF as a command once the input has ended. */
+  _flushData(): void;
+}
 interface ServerInternals {
   connections: Set<ConnectionInternals>;
   _pendingSockets: Map<net.Socket, net.Socket>;
@@ -67,6 +94,16 @@ interface ServerInternals {
 /** In a mail transaction: MAIL accepted, a command being decided, or a message under way. */
 function inTransaction(connection: ConnectionInternals): boolean {
   return connection._handlerPending || Boolean(connection._dataStream) || Boolean(connection.session?.envelope?.mailFrom);
+}
+
+/** The session hooks that can start work downstream; see #gateSessionHooks. */
+const GATED_HOOKS = ['onAuth', 'onMailFrom', 'onRcptTo', 'onData'] as const;
+type SessionHook = (first: unknown, session: SMTPServerSession, callback: (...results: unknown[]) => void) => void;
+type HookTable = Record<(typeof GATED_HOOKS)[number], SessionHook> & { onClose: (session: SMTPServerSession, callback: () => void) => void };
+
+/** RFC 5321 §2.3.8: a line without CRLF at the end of the input is no command; drop it. */
+function ignoreUnterminatedLastLine(parser: ParserInternals | false | undefined): void {
+  if (parser) parser._flushData = () => undefined;
 }
 
 const socketReadyState = Object.getOwnPropertyDescriptor(net.Socket.prototype, 'readyState')?.get;
@@ -86,6 +123,8 @@ function answerHalfClosedClients(socket: net.Socket): void {
 export class PromptSMTPServer extends SMTPServer {
   /** Not readonly: a config reload may change it for new connections. */
   greetingDelayMs: number;
+  /** Read at every check, so a reload reaches open connections too. */
+  deadlineLimits: DeadlineLimits = { commandTimeoutMs: 300_000, stressTimeoutMs: 10_000, minDataRate: 500 };
   readonly #hooks: PromptServerHooks;
   readonly #sockets = new Set<net.Socket>();
   /** Set by drain(): the 421 every session outside a transaction gets. */
@@ -94,12 +133,75 @@ export class PromptSMTPServer extends SMTPServer {
   #drain: { done: Promise<void>; deadlineAt: number; timer: NodeJS.Timeout } | undefined;
   /** After the deadline: the sockets still open are destroyed when it fires. */
   #graceTimer: NodeJS.Timeout | undefined;
+  /** The listening socket that accepts for this server: its own, or one taken over on reload. */
+  #acceptor: net.Server;
+  /** smtp-server's own connection handlers on this.server, to put back when the socket returns. */
+  readonly #ownHandlers: ((socket: net.Socket) => void)[];
+  /** The acceptor went to another server: drain() waits for this server's sockets only. */
+  #handedOver = false;
+  /** Sessions smtp-server has reported closed. */
+  readonly #ended = new WeakSet<SMTPServerSession>();
 
   constructor(options: SMTPServerOptions, greetingDelayMs: number, hooks: PromptServerHooks = {}) {
     // smtp-server hands its options to net.createServer / tls.createServer.
     super({ ...options, allowHalfOpen: true } as SMTPServerOptions);
     this.greetingDelayMs = greetingDelayMs;
     this.#hooks = hooks;
+    this.#gateSessionHooks();
+    this.#acceptor = this.server;
+    this.#ownHandlers = this.server.listeners('connection') as ((socket: net.Socket) => void)[];
+  }
+
+  /** The listening socket that accepts for this server (its address is the listener's). */
+  get acceptor(): net.Server {
+    return this.#acceptor;
+  }
+
+  /**
+   * Takes over `previous`'s listening socket: from now on it accepts for this server, and
+   * `previous` only finishes its own sessions. Also how a failed reload gives the socket back.
+   */
+  adoptAcceptor(previous: PromptSMTPServer): void {
+    const acceptor = previous.#acceptor;
+    previous.#handedOver = true;
+    acceptor.removeAllListeners('connection');
+    if (acceptor === this.server) for (const handler of this.#ownHandlers) acceptor.on('connection', handler);
+    else acceptor.on('connection', (socket: net.Socket) => this.server.emit('connection', socket));
+    this.#acceptor = acceptor;
+    this.#handedOver = false;
+  }
+
+  /** Resolves once every socket this server accepted has closed. */
+  #ownSocketsGone(): Promise<void> {
+    return new Promise((resolve) => {
+      const check = () => {
+        if (this.#sockets.size > 0) return setTimeout(check, 50).unref();
+        resolve();
+      };
+      check();
+    });
+  }
+
+  /**
+   * No downstream work for a session that has ended: a hook called after smtp-server reported
+   * the close is refused without running. (A hook already running when the client leaves is
+   * the listener's to end: its close hook cuts the downstream session, and a downstream session
+   * opened after the close is closed at once, see Listener#openRelay.)
+   */
+  #gateSessionHooks(): void {
+    const table = this as unknown as HookTable;
+    for (const name of GATED_HOOKS) {
+      const hook = table[name].bind(this);
+      table[name] = (first, session, callback) => {
+        if (this.#ended.has(session)) return callback(Object.assign(new Error(replyText(Replies.shuttingDown)), { responseCode: 421 }));
+        hook(first, session, callback);
+      };
+    }
+    const onClose = table.onClose.bind(this);
+    table.onClose = (session, callback) => {
+      this.#ended.add(session);
+      onClose(session, callback);
+    };
   }
 
   override connect(socket: net.Socket, socketOptions: unknown): void {
@@ -107,19 +209,31 @@ export class PromptSMTPServer extends SMTPServer {
     const Connection = SMTPConnection as unknown as new (server: unknown, socket: net.Socket, options: unknown) => ConnectionInternals;
     if (!(socket instanceof TLSSocket)) answerHalfClosedClients(socket);
     const connection = new Connection(this, socket, socketOptions);
+    ignoreUnterminatedLastLine(connection._parser);
+    // STARTTLS makes a new parser for the TLS session.
+    const createParser = connection._createParser.bind(connection);
+    connection._createParser = () => {
+      const parser = createParser();
+      ignoreUnterminatedLastLine(parser);
+      return parser;
+    };
     // The parser finishes once the client's input has ended and every command in it (QUIT
     // included) has been answered: nothing more can come, so close our side too.
     if (connection._parser) connection._parser.once('finish', () => setImmediate(() => connection.close()));
     this.#sockets.add(socket);
-    socket.once('close', () => this.#sockets.delete(socket));
-    this.#observe(connection);
+    const deadline = this.#deadlineFor(connection);
+    socket.once('close', () => {
+      this.#sockets.delete(socket);
+      deadline.stop();
+    });
+    this.#observe(connection, deadline);
     server.connections.add(connection);
     connection.on('error', (error) => server._onError(error));
     connection.on('connect', (data) => server._onClientConnect(data));
     connection._setListeners(() => {
       const maxClients = this.options.maxClients;
       if (maxClients && server.connections.size > maxClients) {
-        connection.send(421, `${connection.name} Too many connected clients, try again in a moment`, false);
+        connection.send(Replies.tooManyConnections.code, replyText(Replies.tooManyConnections), false);
         return;
       }
       if (this.#drainReply) {
@@ -131,16 +245,35 @@ export class PromptSMTPServer extends SMTPServer {
     });
   }
 
+  #deadlineFor(connection: ConnectionInternals): ClientDeadline {
+    const server = this as unknown as ServerInternals;
+    const parser = () => connection._parser || undefined;
+    return new ClientDeadline(
+      {
+        waitingForSello: () => connection._handlerPending || (Boolean(connection._dataStream) && !parser()?._dataMode),
+        inData: () => Boolean(parser()?._dataMode),
+        dataBytes: () => parser()?.dataBytes ?? 0,
+        stressed: () => Boolean(this.options.maxClients) && server.connections.size >= (this.options.maxClients ?? 0) * STRESS_SHARE,
+      },
+      () => this.deadlineLimits,
+      (expiry) => {
+        this.#hooks.onClientTimeout?.(expiry);
+        connection.send(Replies.clientTimeout.code, replyText(Replies.clientTimeout));
+      },
+    );
+  }
+
   /** Wraps the connection's single reply write site and its command dispatch. */
-  #observe(connection: ConnectionInternals): void {
+  #observe(connection: ConnectionInternals, deadline: ClientDeadline): void {
     let stage: ReplyStage | undefined = 'connect';
     const send = connection.send.bind(connection);
     connection.send = (code, text, context) => {
       this.#hooks.onReply?.(stage, code);
-      send(code, text, context);
+      send(code, typeof text === 'string' ? withEnhancedCode(code, text) : text, context);
     };
     const onCommand = connection._onCommand.bind(connection);
     connection._onCommand = (command, callback) => {
+      deadline.commandReceived();
       const name = (command || '').toString().split(' ')[0]?.toUpperCase() ?? '';
       // An AUTH continuation line is no command of its own: it stays in the auth stage.
       if (!connection._nextHandler) stage = STAGES[name];
@@ -148,6 +281,12 @@ export class PromptSMTPServer extends SMTPServer {
       // still gets its 221). RFC 5321 §3.8: a server that must shut down answers 421.
       if (this.#drainReply && name !== 'QUIT' && !inTransaction(connection)) {
         connection.send(this.#drainReply.code, this.#drainReply.text, false);
+        return;
+      }
+      if (name === 'STARTTLS' && !connection._nextHandler && this.options.hideSTARTTLS) {
+        // RFC 3207 §4: not advertised, so not offered; smtp-server would negotiate anyway.
+        connection.send(Replies.startTlsNotOffered.code, replyText(Replies.startTlsNotOffered), false);
+        if (callback) setImmediate(callback);
         return;
       }
       onCommand(command, callback);
@@ -173,7 +312,7 @@ export class PromptSMTPServer extends SMTPServer {
     }
     this.#drainReply = reply;
     const server = this as unknown as ServerInternals;
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const closed = this.#handedOver ? this.#ownSocketsGone() : new Promise<void>((resolve) => this.#acceptor.close(() => resolve()));
     // Sockets still in a TLS handshake or waiting for a PROXY header have no session yet.
     for (const socket of server._pendingSockets.values()) socket.destroy();
     for (const connection of [...server.connections]) {

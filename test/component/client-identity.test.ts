@@ -37,8 +37,8 @@ test('filter: XFORWARD and XCLIENT from a peer not in xforwardPeers are neither 
   const untrusted = await SmtpDialog.connect(port, { localAddress: '127.0.0.2' });
   const ehlo = await untrusted.command('EHLO mta.test');
   assert.doesNotMatch(ehlo, /XFORWARD|XCLIENT/);
-  assert.equal(await untrusted.command('XFORWARD ADDR=192.0.2.9'), '550 Error: Not allowed');
-  assert.equal(await untrusted.command('XCLIENT ADDR=192.0.2.9'), '550 Error: Not allowed');
+  assert.equal(await untrusted.command('XFORWARD ADDR=192.0.2.9'), '550 5.7.1 Error: Not allowed');
+  assert.equal(await untrusted.command('XCLIENT ADDR=192.0.2.9'), '550 5.7.1 Error: Not allowed');
   await untrusted.close();
 
   const trusted = await SmtpDialog.connect(port, { localAddress: '127.0.0.1' });

@@ -6,13 +6,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createPrivateKey } from 'node:crypto';
-import { chmod, chown, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { main } from '../../src/cli/run.ts';
 import { dnsRecordValue, generateKey } from '../../src/signing/keys.ts';
 import { verifyWithDkimpy } from '../helpers/dkimpy.ts';
+import { withoutCapabilities } from '../helpers/capabilities.ts';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
 import { captureLog, type CapturedLog } from '../helpers/log.ts';
 import { poll } from '../helpers/mta-harness.ts';
@@ -260,16 +261,14 @@ test('a read-only keys directory (a Kubernetes Secret): the process promotes in 
   t.after(() => dns.close());
   await writeFile(configFile, `${await readFile(configFile, 'utf8')}dns: {servers: ["${dns.address}"]}\n`);
   // The keys readable but their directory not writable by the server, as a Secret volume is. Root
-  // writes anywhere, so as root the server runs as nobody, owning the keys it must read.
-  const asRoot = process.getuid?.() === 0;
+  // writes anywhere, so as root the server runs without CAP_DAC_OVERRIDE: still the owner of the
+  // keys and of the checkout (readable even from a 0700 directory), but bound by the mode.
   await mkdir(mailDir);
-  if (asRoot) {
-    for (const path of [keysDir, mailDir, join(keysDir, 'example.com'), ...['old.pem', 'new.pem', 'rotation.yaml'].map((file) => join(keysDir, 'example.com', file))]) await chown(path, 65534, 65534);
-  }
   await chmod(join(keysDir, 'example.com'), 0o500);
 
   const sello = fileURLToPath(new URL('../../bin/sello.js', import.meta.url));
-  const child = spawn(process.execPath, [sello, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'], ...(asRoot ? { uid: 65534, gid: 65534 } : {}) });
+  const [command, args] = withoutCapabilities(['dac_override', 'dac_read_search'], process.execPath, [sello, 'serve', '--config', configFile]);
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));

@@ -129,6 +129,12 @@ export class SmtpDialog {
     this.#socket.destroy();
   }
 
+  /** Drops the connection with a TCP reset (ECONNRESET at sello). */
+  resetAndDestroy(): void {
+    if (this.#socket instanceof tls.TLSSocket) this.#socket.destroy();
+    else this.#socket.resetAndDestroy();
+  }
+
   async close(): Promise<void> {
     if (!this.closed) {
       this.#socket.end('QUIT\r\n');

@@ -35,6 +35,8 @@ export interface Sink {
   messages: SinkMessage[];
   /** Transactions that ended without a final dot (aborted). */
   aborted: number;
+  /** TCP connections sello made to the sink: ever opened, and open now. */
+  connections: { opened: number; open: number };
   close(): Promise<void>;
 }
 
@@ -45,7 +47,7 @@ function replyError(reply: string): Error {
 
 export async function startSink(options: SinkOptions = {}): Promise<Sink> {
   const messages: SinkMessage[] = [];
-  const sink = { aborted: 0 } as Sink;
+  const sink = { aborted: 0, connections: { opened: 0, open: 0 } } as Sink;
   const server = new SMTPServer({
     logger: false,
     disableReverseLookup: true,
@@ -99,6 +101,13 @@ export async function startSink(options: SinkOptions = {}): Promise<Sink> {
         else finish();
       });
     },
+  });
+  // sello cuts a downstream session mid-command when its client leaves: a reset, not a sink fault.
+  server.on('error', () => undefined);
+  server.server.on('connection', (socket: import('node:net').Socket) => {
+    sink.connections.opened++;
+    sink.connections.open++;
+    socket.once('close', () => sink.connections.open--);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const address = server.server.address();

@@ -9,7 +9,7 @@ import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { SmtpReplyError } from '../../../src/errors.ts';
+import { Replies, SmtpReplyError } from '../../../src/errors.ts';
 import {
   LineEndingNormalizer,
   MessageSink,
@@ -27,7 +27,7 @@ async function spillDirectory(t: TestContext): Promise<string> {
 }
 
 function sinkOptions(directory: string, overrides: Partial<MessageSinkOptions> = {}): MessageSinkOptions {
-  return { maxMessageSize: 1024 * 1024, maxHeaderSize: 4096, bareLineEndings: 'normalize', spillThreshold: Number.POSITIVE_INFINITY, spillDirectory: directory, ...overrides };
+  return { maxMessageSize: 1024 * 1024, maxHeaderSize: 4096, bareLineEndings: 'normalize', nul: 'reject', spillThreshold: Number.POSITIVE_INFINITY, spillDirectory: directory, ...overrides };
 }
 
 /** Every way to cut `input` into three chunks (two cut points). */
@@ -192,5 +192,29 @@ test('dispose() called twice at once (engine and listener): the second call too 
     void sink.dispose();
     await sink.dispose();
     assert.deepEqual(await readdir(directory), [], `round ${round}`);
+  }
+});
+
+test('data.nul in the stream: reject refuses at the end with 550 5.6.0 whatever chunk held the NUL; strip removes it before line ends are read', async () => {
+  const directory = await mkdtemp(path.join(tmpdir(), "sello-sink-nul-"));
+  try {
+    const smuggling = Buffer.from('Subject: x\r\n\r\na\r\n\x00.\r\nb\n\x00.\nc\r\n', 'latin1');
+    for (let cut = 0; cut <= smuggling.length; cut++) {
+      const refused = new MessageSink(sinkOptions(directory));
+      await refused.write(smuggling.subarray(0, cut));
+      await refused.write(smuggling.subarray(cut));
+      await assert.rejects(refused.finish(), (error: unknown) => error instanceof SmtpReplyError && error.reply === Replies.nulInMessage);
+      await refused.dispose();
+      const stripped = new MessageSink(sinkOptions(directory, { nul: 'strip' }));
+      await stripped.write(smuggling.subarray(0, cut));
+      await stripped.write(smuggling.subarray(cut));
+      const source = await stripped.finish();
+      const rest: Buffer[] = [];
+      for await (const chunk of source.rest()) rest.push(chunk);
+      assert.equal(Buffer.concat([source.header, ...rest]).toString('latin1'), 'Subject: x\r\n\r\na\r\n.\r\nb\r\n.\r\nc\r\n');
+      await stripped.dispose();
+    }
+  } finally {
+    await rm(directory, { recursive: true, force: true });
   }
 });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { SmtpReplyError } from '../../../src/errors.ts';
-import { fieldValues, hasBareLineEnding, headerFields, headerValues, normalizeLineEndings, prepareMessage, singleFromAddress, splitMessage } from '../../../src/message/index.ts';
+import { Replies, SmtpReplyError } from '../../../src/errors.ts';
+import { fieldValues, hasBareLineEnding, headerFields, headerValues, normalizeLineEndings, prepareMessage, singleFromAddress, splitMessage, stripNul } from '../../../src/message/index.ts';
 
 const b = (text: string) => Buffer.from(text, 'latin1');
 
@@ -59,4 +59,13 @@ test('fieldValues over split fields reads exactly what headerValues reads from t
   ]) {
     assert.deepEqual(fieldValues(headerFields(header), 'From'), headerValues(b(header), 'From'), JSON.stringify(header));
   }
+});
+
+test('data.nul: reject refuses any NUL with 550 5.6.0; strip removes them before the line ends are normalised', () => {
+  const smuggling = Buffer.from('Subject: x\r\n\r\na\r\n\x00.\r\nb\n\x00.\nc\r\n', 'latin1');
+  assert.throws(() => prepareMessage(smuggling, 'normalize', 'reject'), (error: unknown) => error instanceof SmtpReplyError && error.reply === Replies.nulInMessage);
+  assert.equal(prepareMessage(smuggling, 'normalize', 'strip').toString('latin1'), 'Subject: x\r\n\r\na\r\n.\r\nb\r\n.\r\nc\r\n');
+  assert.equal(stripNul(Buffer.from('\x00\x00a\x00b\x00', 'latin1')).toString('latin1'), 'ab');
+  const clean = Buffer.from('Subject: x\r\n\r\nno nul\r\n');
+  assert.equal(prepareMessage(clean, 'normalize', 'reject'), clean, 'a clean message is not copied');
 });

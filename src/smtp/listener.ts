@@ -422,8 +422,16 @@ export class Listener {
     try {
       // A sink that cannot take more (a spill write failed) lets the rest of DATA pass unkept.
       let failure: unknown;
-      for await (const chunk of stream) {
-        if (failure === undefined) await sink.write(chunk as Buffer).catch((error: unknown) => (failure = error));
+      try {
+        for await (const chunk of stream) {
+          if (failure === undefined) await sink.write(chunk as Buffer).catch((error: unknown) => (failure = error));
+        }
+      } catch (error) {
+        // smtp-server ends the stream with ECONNECTION when the client leaves mid-DATA: the
+        // client's doing, not sello's fault. Nothing is relayed; the close records the
+        // transaction as abandoned (engine.abort()).
+        if ((error as NodeJS.ErrnoException).code === 'ECONNECTION') throw new SmtpReplyError(Replies.connectionLost, 'the client left during DATA');
+        throw error;
       }
       return await this.#relayMessage(stream, state, sink, failure);
     } finally {

@@ -36,7 +36,9 @@ async function setup(t: TestContext, limits: Record<string, unknown> = {}): Prom
         { name: 'mx', role: 'mx', listen: '127.0.0.1:0', greetingDelay: '0ms', trustedNetworks: ['127.0.0.0/8'] },
       ],
       inbound: { localDomains: ['example.net'] },
-      relay: { target: sink.url, starttls: 'never' },
+      // No pool: a downstream connection still open at the end is then a leak, never a warm one
+      // kept for reuse (the pool's own tests cover idle connections and their timeout).
+      relay: { target: sink.url, starttls: 'never', pool: { maxIdle: 0 } },
       limits,
     },
   });

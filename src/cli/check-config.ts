@@ -2,11 +2,11 @@
 // certificates and relay targets without starting anything. Exit 0 when sello would start, 1 with the failing key path otherwise.
 
 import { loadCredentials, loadSigning, relayTargetFor } from '../app.ts';
-import { loadConfig } from '../config/load.ts';
+import { inConfigFile, loadConfig } from '../config/load.ts';
 import { loadTlsMaterial } from '../smtp/tls.ts';
 import { configPath } from './config-path.ts';
 import { parseCommandArgs } from './args.ts';
-import type { Command } from './io.ts';
+import type { CliIo, Command } from './io.ts';
 
 const usage = 'usage: sello check-config [--config FILE]\n';
 
@@ -17,6 +17,11 @@ export const checkConfigCommand: Command = async (args, io) => {
     return 0;
   }
   const file = configPath(values.config, io.env);
+  // Every config error below names the file first, then the key path.
+  return inConfigFile(file, () => checkConfigFile(file, io));
+};
+
+async function checkConfigFile(file: string, io: CliIo): Promise<number> {
   const config = await loadConfig(file, io.env);
   const signing = await loadSigning(config);
   relayTargetFor(config, config.relay, 'relay.target');
@@ -34,4 +39,4 @@ export const checkConfigCommand: Command = async (args, io) => {
   const arcSeal = signing.arc ? `, ARC sealing with ${signing.arc.key.selector}._domainkey.${signing.arc.key.domain}` : '';
   io.stdout(`${file}: OK (${config.listeners.length} listener(s), ${signing.keys.size} signing key(s)${arcSeal}${localAuth})\n`);
   return 0;
-};
+}

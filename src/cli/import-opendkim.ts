@@ -152,6 +152,12 @@ export async function importOpendkim(path: string): Promise<ImportResult> {
     '# Keys stay where OpenDKIM kept them (signing.keyFiles): sello must be able to read them, and',
     '# refuses key files open to group or others (chmod 600, owner: the sello user).',
     `# The milter listens where OpenDKIM did (${listen}): the MTA's milter line stays as it is (docs/milter.md).`,
+    ...(listener.verify === false
+      ? []
+      : [
+          '# The milter verifies too (OpenDKIM Mode v): unlike OpenDKIM it also checks SPF at RCPT and refuses',
+          '# a fail (550 5.7.23, inbound.spf.policy); set inbound.spf.policy.fail: tag to only record it.',
+        ]),
     ...(listen.startsWith('unix:')
       ? ['# sello creates the socket (mode 0660): its directory must be writable by the sello user and', "# the MTA's user (postfix) in sello's group (adduser postfix sello)."]
       : []),

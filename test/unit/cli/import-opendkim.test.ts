@@ -70,6 +70,7 @@ test("Debian's default /etc/opendkim.conf (signing commented out): a milter on i
     'Socket local:PATH → the same socket; Mode unset = sv: signs and verifies; no InternalHosts: OpenDKIM\'s default 127.0.0.1',
   );
   assert.match(yaml, /^# sello creates the socket \(mode 0660\): its directory must be writable by the sello user/m);
+  assert.match(yaml, /^# The milter verifies too \(OpenDKIM Mode v\): unlike OpenDKIM it also checks SPF at RCPT and refuses\n# a fail \(550 5\.7\.23, inbound\.spf\.policy\); set inbound\.spf\.policy\.fail: tag to only record it\.$/m);
   assert.deepEqual(
     notes.map((line) => line.split(': ').slice(0, 2).join(': ')),
     [
@@ -102,6 +103,7 @@ test("Debian's opendkim.conf.simple-verify (Mode v): a verifying milter (sign: f
   assert.deepEqual(config.signing.domains, {});
   assert.deepEqual([config.listeners[0]?.role, config.listeners[0]?.sign, config.listeners[0]?.verify], ['milter', false, undefined]);
   assert.ok(!notes.some((line) => /: Mode /.test(line)), notes.join('\n'));
+  assert.match(yaml, /^# The milter verifies too/m, 'a verifying milter says that it refuses SPF fails, which OpenDKIM never did');
 });
 
 test('KeyTable + SigningTable files: domains, ".domain" subdomains, "%" key names and d=, host lists, TTL, oversigning', async (t) => {
@@ -260,6 +262,7 @@ test('Socket forms → the milter listener on the same socket; Mode s → verify
       { name: 'milter', role: 'milter', listen: item.listen, ...(item.sign === undefined ? {} : { sign: item.sign }), ...(item.verify === undefined ? {} : { verify: item.verify }), trustedNetworks: ['127.0.0.1', '10.0.0.0/8', '2001:db8::/32'] },
     ], item.socket);
     assert.deepEqual(written.inbound, { authservId: 'mx.example.com' });
+    assert.equal(/^# The milter verifies too/m.test(yaml), item.verify !== false, 'the SPF remark only where the milter verifies');
     const hostNotes = notes.filter((line) => line.includes(': InternalHosts: '));
     assert.deepEqual(hostNotes, [
       `${conf}:6: InternalHosts: !10.1.2.3: trustedNetworks has no exclusions: leave the host out of the networks around it (list smaller networks)`,

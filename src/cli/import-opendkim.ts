@@ -84,7 +84,7 @@ export async function importOpendkim(path: string): Promise<ImportResult> {
   // opendkim.conf(5) Mode: "s" signer, "v" verifier, default "sv"; the milter's sign/verify default to true.
   const mode = setting('mode');
   const modes = (mode?.value ?? 'sv').toLowerCase();
-  if (mode && (!/^[sv]+$/.test(modes))) note(mode, 'expected s, v or sv; sello signs and verifies');
+  if (mode && !/^[sv]+$/.test(modes)) note(mode, 'expected s, v or sv; sello signs and verifies');
   else if (!modes.includes('v')) listener.verify = false;
   else if (!modes.includes('s')) listener.sign = false;
   // The milter's client is the real client ({client_addr}): the whole InternalHosts list applies.

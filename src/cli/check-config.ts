@@ -5,13 +5,13 @@
 
 import { loadCredentials, loadSigning, relayTargetFor } from '../app.ts';
 import net from 'node:net';
-import { loadConfig } from '../config/load.ts';
+import { inConfigFile, loadConfig } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
 import { BindError } from '../errors.ts';
 import { loadTlsMaterial } from '../smtp/tls.ts';
 import { configPath } from './config-path.ts';
 import { parseCommandArgs } from './args.ts';
-import type { Command } from './io.ts';
+import type { CliIo, Command } from './io.ts';
 
 const usage = 'usage: sello check-config [--config FILE] [--bind]   (--bind: also try every listen address; run it while sello is stopped)\n';
 
@@ -24,11 +24,19 @@ function tryBind(what: string, listen: { host: string; port: number }): Promise<
   });
 }
 
-/** Every address `sello serve` would bind, in the order it binds them; the count bound. */
+/**
+ * Every TCP address `sello serve` would bind, in the order it binds them; the count bound. A milter's
+ * unix socket path is not tried: serve replaces a stale socket file, so a free path proves nothing.
+ */
 async function tryBinds(config: Config): Promise<number> {
-  for (const [index, listener] of config.listeners.entries()) await tryBind(`listeners[${index}] (${listener.name})`, listener.listen);
+  let bound = 0;
+  for (const [index, listener] of config.listeners.entries()) {
+    if (listener.listen.path !== undefined) continue;
+    await tryBind(`listeners[${index}] (${listener.name})`, listener.listen);
+    bound++;
+  }
   await tryBind('metrics.listen', config.metrics.listen);
-  return config.listeners.length + 1;
+  return bound + 1;
 }
 
 export const checkConfigCommand: Command = async (args, io) => {
@@ -38,6 +46,11 @@ export const checkConfigCommand: Command = async (args, io) => {
     return 0;
   }
   const file = configPath(values.config, io.env);
+  // Every config error below names the file first, then the key path.
+  return inConfigFile(file, () => checkConfigFile(file, io, values.bind === true));
+};
+
+async function checkConfigFile(file: string, io: CliIo, bind: boolean): Promise<number> {
   const config = await loadConfig(file, io.env);
   const signing = await loadSigning(config);
   relayTargetFor(config, config.relay, 'relay.target');
@@ -52,8 +65,8 @@ export const checkConfigCommand: Command = async (args, io) => {
   for (const warning of [...keyWarnings, ...[...credentials].flatMap((store) => store.warnings)]) io.stderr(`warning: ${warning}\n`);
   const users = [...credentials].reduce((total, store) => total + store.size, 0);
   const localAuth = credentials.size > 0 ? `, ${users} local AUTH user(s)` : '';
-  const bound = values.bind ? `, ${await tryBinds(config)} address(es) bound and released` : '';
+  const bound = bind ? `, ${await tryBinds(config)} address(es) bound and released` : '';
   const arcSeal = signing.arc ? `, ARC sealing with ${signing.arc.key.selector}._domainkey.${signing.arc.key.domain}` : '';
   io.stdout(`${file}: OK (${config.listeners.length} listener(s), ${signing.keys.size} signing key(s)${arcSeal}${localAuth})${bound}\n`);
   return 0;
-};
+}

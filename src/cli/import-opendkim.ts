@@ -1,11 +1,13 @@
 // `sello import opendkim [/etc/opendkim.conf]`: print the sello YAML that does what an OpenDKIM
-// configuration does, and list on stderr, one line each, every setting or table entry it cannot
-// express. Owns: the OpenDKIM → sello mapping (docs/debian.md "Migrating from OpenDKIM").
+// configuration does — a milter listener on OpenDKIM's own Socket, so the MTA's milter line stays
+// as it is — and list on stderr, one line each, every setting or table entry it cannot express.
+// Owns: the OpenDKIM → sello mapping (docs/debian.md "Coming from OpenDKIM").
 // Must not: copy, move or rewrite keys (they are referenced where they are, signing.keyFiles),
 // write any file, or call process.exit.
 
 import { stringify } from 'yaml';
-import { DEFAULT_OVERSIGNED_FIELDS } from '../config/schema.ts';
+import { isIP } from 'node:net';
+import { DEFAULT_OVERSIGNED_FIELDS, isLoopback } from '../config/schema.ts';
 import { UsageError } from '../errors.ts';
 import { validateDomain, validateSelector } from '../signing/keys.ts';
 import { parseCommandArgs } from './args.ts';
@@ -15,8 +17,10 @@ import { isTrue, readDataset, readOpendkimConfig, type Dataset, type OpendkimCon
 export const importUsage = `usage: sello import opendkim [FILE]
 
 Reads an OpenDKIM configuration (default /etc/opendkim.conf) with its KeyTable, SigningTable and
-host lists, and prints the equivalent sello configuration (YAML) on stdout. Keys stay where they
-are (signing.keyFiles). Everything sello cannot express is listed on stderr, one line each.
+host lists, and prints the equivalent sello configuration (YAML) on stdout: a milter listener on
+OpenDKIM's Socket (Mode s: sign only, v: verify only), so the MTA's smtpd_milters or
+INPUT_MAIL_FILTER line stays as it is. Keys stay where they are (signing.keyFiles). Everything
+sello cannot express is listed on stderr, one line each.
 Check the result with: sello check-config --config FILE
 
 options:
@@ -25,9 +29,11 @@ options:
 
 export const DEFAULT_OPENDKIM_CONFIG = '/etc/opendkim.conf';
 
-/** Where the MTA hands mail to sello and takes it back (config/examples/content-filter.yaml, docs/debian.md). */
-const FILTER_LISTEN = '127.0.0.1:10025';
-const REINJECT_TARGET = 'smtp://127.0.0.1:10026';
+/** OpenDKIM's usual socket (Debian's opendkim.conf.simple, Postfix's and Sendmail's how-tos). */
+const DEFAULT_MILTER_LISTEN = 'inet:127.0.0.1:8891';
+
+/** opendkim.conf(5) InternalHosts: "If not specified, the default of 127.0.0.1 is applied." */
+const OPENDKIM_DEFAULT_INTERNAL_HOSTS = ['127.0.0.1'];
 
 export interface ImportResult {
   /** The sello configuration, YAML with a comment header. */
@@ -49,14 +55,15 @@ const CONVERTED_SILENTLY = new Set(['syslogsuccess', 'logwhy']);
 /** Settings with no sello equivalent, and why (the note says what to do instead). */
 const NO_EQUIVALENT: Record<string, string> = {
   userid: 'sello runs as the user its systemd unit names (User=)',
-  umask: 'sello makes no socket or files for the MTA',
+  umask: 'sello makes its unix socket mode 0660: put the MTA\'s user in sello\'s group (docs/milter.md)',
   pidfile: 'systemd tracks the process',
   trustanchorfile: 'sello does not validate DNSSEC itself; point dns.servers at a validating resolver',
   sendreports: 'sello sends no failure reports',
   reportaddress: 'sello sends no failure reports',
   autorestart: 'systemd restarts sello (Restart=)',
   background: 'systemd runs sello in the foreground',
-  peerlist: 'the MTA decides which mail reaches sello (docs/debian.md)',
+  peerlist: 'only the MTA reaches sello: its milter listens on loopback or a unix socket',
+  externalignorelist: 'only silences OpenDKIM\'s "external host tried to send mail as" log line; sello logs no such line, and signs for InternalHosts (trustedNetworks) and logged-in senders only',
 };
 
 export async function importOpendkim(path: string): Promise<ImportResult> {
@@ -72,25 +79,28 @@ export async function importOpendkim(path: string): Promise<ImportResult> {
   };
 
   const signing = await signingTable(config, setting, note);
-  const listener: Record<string, unknown> = { name: 'filter', role: 'filter', listen: FILTER_LISTEN, sign: true };
-  const trusted = await trustedLoopback(config, setting, note);
-  if (trusted.length > 0) listener.trustedNetworks = trusted;
-
+  const listen = milterListen(setting('socket'), note);
+  const listener: Record<string, unknown> = { name: 'milter', role: 'milter', listen };
+  // opendkim.conf(5) Mode: "s" signer, "v" verifier, default "sv"; the milter's sign/verify default to true.
   const mode = setting('mode');
-  if (mode && !mode.value.includes('s')) {
-    note(mode, 'OpenDKIM only verified; the filter listener below signs what the MTA hands it. Incoming mail is verified by an mx listener (README "Putting sello in front of Exim or Postfix")');
-  }
-
-  const socket = setting('socket');
-  if (socket) {
-    note(socket, `sello is not a milter: the MTA hands outgoing mail to the filter listener on ${FILTER_LISTEN} and takes it back from sello on ${REINJECT_TARGET.slice('smtp://'.length)} (Exim router and transport, Postfix content_filter: docs/debian.md)`);
-  }
+  const modes = (mode?.value ?? 'sv').toLowerCase();
+  if (mode && !/^[sv]+$/.test(modes)) note(mode, 'expected s, v or sv; sello signs and verifies');
+  else if (!modes.includes('v')) listener.verify = false;
+  else if (!modes.includes('s')) listener.sign = false;
+  // The milter's client is the real client ({client_addr}): the whole InternalHosts list applies.
+  listener.trustedNetworks = await internalHosts(config, setting, note);
 
   const output: Record<string, unknown> = {
     listeners: [listener],
-    relay: { target: REINJECT_TARGET, starttls: 'never' },
     signing: signing.section,
   };
+
+  const authservId = setting('authservid');
+  // opendkim.conf(5) AuthservID: "HOSTNAME" means the host name, which is sello's default too.
+  if (authservId && authservId.value !== 'HOSTNAME') {
+    if (/^[A-Za-z0-9.-]+$/.test(authservId.value)) output.inbound = { authservId: authservId.value };
+    else note(authservId, 'inbound.authservId takes a host name');
+  }
 
   const canonicalization = setting('canonicalization');
   if (canonicalization && canonicalization.value.toLowerCase() !== 'relaxed/relaxed' && canonicalization.value.toLowerCase() !== 'relaxed') {
@@ -141,7 +151,16 @@ export async function importOpendkim(path: string): Promise<ImportResult> {
     `# sello configuration converted from ${config.path} by \`sello import opendkim\`.`,
     '# Keys stay where OpenDKIM kept them (signing.keyFiles): sello must be able to read them, and',
     '# refuses key files open to group or others (chmod 600, owner: the sello user).',
-    `# The MTA hands outgoing mail to the filter listener and takes it back on ${REINJECT_TARGET.slice('smtp://'.length)} (docs/debian.md).`,
+    `# The milter listens where OpenDKIM did (${listen}): the MTA's milter line stays as it is (docs/milter.md).`,
+    ...(listener.verify === false
+      ? []
+      : [
+          '# The milter verifies too (OpenDKIM Mode v): unlike OpenDKIM it also checks SPF at RCPT and refuses',
+          '# a fail (550 5.7.23, inbound.spf.policy); set inbound.spf.policy.fail: tag to only record it.',
+        ]),
+    ...(listen.startsWith('unix:')
+      ? ['# sello creates the socket (mode 0660): its directory must be writable by the sello user and', "# the MTA's user (postfix) in sello's group (adduser postfix sello)."]
+      : []),
     `# Check it with: sello check-config --config FILE${notes.length > 0 ? ` — ${notes.length} setting(s) were not converted (listed on stderr)` : ''}`,
   ];
   return { yaml: `${header.join('\n')}\n${stringify(output, { lineWidth: 0 })}`, notes: inFileOrder(notes) };
@@ -336,38 +355,63 @@ function refilePattern(pattern: string): Pattern {
 }
 
 /**
- * InternalHosts and ExternalIgnoreList → the filter listener's trustedNetworks: its loopback
- * entries (who may hand mail to sello for signing). Other hosts and networks are the MTA's to
- * judge — it decides which mail reaches sello — so each is listed on stderr.
+ * InternalHosts → the milter listener's trustedNetworks: clients whose mail is signed rather than
+ * verified, as in OpenDKIM. The milter judges the real client (the MTA's {client_addr}), so every
+ * address and network of the list applies; without the setting, OpenDKIM's default 127.0.0.1.
+ * Host names and exclusions ("!") have no trustedNetworks form: each is listed on stderr.
  */
-async function trustedLoopback(config: OpendkimConfig, setting: (name: string) => OpendkimSetting | undefined, note: Note): Promise<string[]> {
+async function internalHosts(config: OpendkimConfig, setting: (name: string) => OpendkimSetting | undefined, note: Note): Promise<string[]> {
+  const item = setting('internalhosts');
+  if (!item) return [...OPENDKIM_DEFAULT_INTERNAL_HOSTS];
+  const dataset = await readDataset(item.value, config.path);
+  if (dataset.kind === 'unsupported') {
+    note(item, `"${dataset.scheme}:" data sets are not read; list the networks in trustedNetworks`);
+    return [];
+  }
   const networks: string[] = [];
-  for (const name of ['internalhosts', 'externalignorelist']) {
-    const item = setting(name);
-    if (!item) continue;
-    const dataset = await readDataset(item.value, config.path);
-    if (dataset.kind === 'unsupported') {
-      note(item, `"${dataset.scheme}:" data sets are not read`);
-      continue;
-    }
-    for (const { key: entry, line } of dataset.entries) {
-      const host = entry === 'localhost' ? '127.0.0.1' : entry.replace(/^\[(.*)\]$/, '$1');
-      const loopback = /^127\.\d+\.\d+\.\d+(\/(8|9|[12]\d|3[0-2]))?$/.test(host) || /^::1(\/128)?$/.test(host);
-      if (loopback) {
-        if (!networks.includes(host)) networks.push(host);
-        continue;
-      }
-      note(
-        `${dataset.kind === 'list' ? `${config.path}:${item.line}: ${item.name}` : `${dataset.path}:${line}`}: ${entry}`,
-        entry.startsWith('!')
-          ? 'exclusions are the MTA\'s to make: keep such mail away from sello in its router'
-          : 'the filter listener hears only the MTA on loopback; mail from this host is signed if the MTA relays for it (Exim dc_relay_nets, Postfix mynetworks), docs/debian.md',
-      );
+  for (const { key: entry, line } of dataset.entries) {
+    const where = `${dataset.kind === 'list' ? `${config.path}:${item.line}: ${item.name}` : `${dataset.path}:${line}`}: ${entry}`;
+    const host = entry === 'localhost' ? '127.0.0.1' : entry.replace(/^\[([^\]]*)\](\/\d+)?$/, '$1$2'); // IPv6 in brackets, as PeerList (opendkim.conf(5))
+    const [address = '', prefix] = host.split('/');
+    const bits = prefix === undefined ? undefined : Number(prefix);
+    const family = isIP(address);
+    if (entry.startsWith('!')) {
+      note(where, 'trustedNetworks has no exclusions: leave the host out of the networks around it (list smaller networks)');
+    } else if (family === 0) {
+      note(where, "trustedNetworks takes addresses and networks, not host names: add the host's address");
+    } else if (bits !== undefined && !(/^\d+$/.test(prefix ?? '') && bits <= (family === 4 ? 32 : 128))) {
+      note(where, 'not a network prefix length');
+    } else if (!networks.includes(host)) {
+      networks.push(host);
     }
   }
-  // The MTA itself must stay trusted (it connects from 127.0.0.1 or ::1).
-  if (networks.length > 0 && !networks.some((network) => network.startsWith('127.'))) networks.unshift('127.0.0.1');
   return networks;
+}
+
+type Setting = OpendkimSetting | undefined;
+
+/**
+ * OpenDKIM's Socket (opendkim.conf(5), libmilter smfi_setconn): "inet:PORT@HOST", "inet6:PORT@HOST",
+ * "local:PATH" / "unix:PATH" or a bare path → the milter listener's `listen`, same port or path, so
+ * the MTA's milter line is unchanged. A milter listener listens on loopback or a socket file only
+ * (schema.ts reportMilterRules): any other host (or none: every interface) becomes 127.0.0.1.
+ */
+function milterListen(socket: Setting, note: Note): string {
+  if (!socket) return DEFAULT_MILTER_LISTEN;
+  const value = socket.value.trim();
+  const unix = /^(?:(?:local|unix):)?(\/.+)$/.exec(value);
+  if (unix) return `unix:${unix[1] as string}`;
+  const inet = /^inet6?:(\d{1,5})(?:@(?:\[([^\]]+)\]|(.+)))?$/.exec(value);
+  const port = inet ? Number(inet[1]) : NaN;
+  if (!inet || port < 1 || port > 65535) {
+    note(socket, `not an OpenDKIM socket (inet:PORT@HOST, inet6:PORT@HOST, local:PATH); sello listens on ${DEFAULT_MILTER_LISTEN}`);
+    return DEFAULT_MILTER_LISTEN;
+  }
+  const host = inet[2] ?? inet[3];
+  if (host === 'localhost') return `inet:127.0.0.1:${port}`;
+  if (host !== undefined && isLoopback(host)) return isIP(host) === 6 ? `inet:[${host}]:${port}` : `inet:${host}:${port}`;
+  note(socket, `sello's milter listens on loopback or a unix socket only (the MTA vouches for the client in macros, so nobody else may connect): inet:127.0.0.1:${port}; the MTA must run on this machine`);
+  return `inet:127.0.0.1:${port}`;
 }
 
 export const importCommand: Command = async (args, io) => {

@@ -24,6 +24,7 @@ import {
 } from '../signing/keys.ts';
 import { asUsage, parseCommandArgs } from './args.ts';
 import type { CliIo, Command } from './io.ts';
+import { defaultKeysDir } from './keys-dir.ts';
 
 export const keygenUsage = `usage: sello keygen <domain> [options]
 
@@ -39,7 +40,8 @@ options:
                       (the RFC 8301 minimum) for DNS providers that cannot take a split record
   --format F          bind (default: zone-file line, value split into strings of <= 255 octets),
                       value (the record value alone), json (one object per line)
-  --keys-dir DIR      key directory (default: keys)
+  --keys-dir DIR      key directory (default: signing.keysDir of the config found as sello serve
+                      finds it: $SELLO_CONFIG, /etc/sello/sello.yaml, config/sello.yaml; else keys)
   --if-missing        keep a key that already exists and print its record instead of failing
   --record-file       also write the record (bind form) beside the key: <keys-dir>/<domain>/<selector>.txt
                       (what sello dns-zone reads back, with the tags below)
@@ -65,7 +67,8 @@ export function createKeygenCommand(now: () => Date = () => new Date()): Command
       io.stdout(keygenUsage);
       return 0;
     }
-    const { domain, keysDir, format, bits, ifMissing, tags, recordFile } = options;
+    const { domain, format, bits, ifMissing, tags, recordFile } = options;
+    const keysDir = options.keysDir ?? (await defaultKeysDir(io));
     if (bits === 1024) {
       io.stderr('warning: a 1024-bit RSA key is the RFC 8301 §3.2 minimum; use it only if your DNS provider cannot take a record split into several strings\n');
     }
@@ -124,7 +127,8 @@ interface KeygenOptions {
   algorithm: KeyAlgorithm | 'both';
   bits: RsaKeySize | undefined;
   format: 'bind' | 'value' | 'json';
-  keysDir: string;
+  /** undefined: the config's signing.keysDir (keys-dir.ts). */
+  keysDir: string | undefined;
   ifMissing: boolean;
   tags: RecordTags;
   recordFile: boolean;
@@ -168,7 +172,7 @@ function parseKeygenArgs(args: string[]): KeygenOptions | 'help' {
   }
   const format = values.format ?? 'bind';
   if (!isRecordFormat(format)) throw new UsageError(`--format must be bind, value or json, not ${JSON.stringify(format)}`);
-  const keysDir = values['keys-dir'] ?? 'keys';
+  const keysDir = values['keys-dir'];
   if (keysDir === '') throw new UsageError('--keys-dir must not be empty');
   const selector = values.selector === undefined ? undefined : asUsage(() => validateSelector(values.selector ?? ''));
 

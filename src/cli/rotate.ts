@@ -29,6 +29,7 @@ import { checkKey } from '../signing/key-check.ts';
 import { DEFAULT_ROTATION_TIMING, promote, readRotation, removableFrom, rotationPath, writeRotation, type RotationKey, type RotationState, type RotationTiming } from '../signing/rotation.ts';
 import { asUsage, parseCommandArgs, parseDnsServerFlag } from './args.ts';
 import { configPath } from './config-path.ts';
+import { keysDirLine } from './keys-dir.ts';
 import type { CliIo, Command } from './io.ts';
 import { defaultSelector } from './keygen.ts';
 
@@ -159,8 +160,10 @@ async function rotationContext(options: RotateOptions, io: CliIo): Promise<Rotat
   if (options.keysDir !== undefined && options.config === undefined) {
     keysDir = options.keysDir;
   } else {
-    const config = await loadConfig(configPath(options.config, io.env), io.env);
+    const file = configPath(options.config, io.env);
+    const config = await loadConfig(file, io.env);
     keysDir = options.keysDir ?? config.signing.keysDir;
+    if (options.keysDir === undefined) io.stderr(keysDirLine(keysDir, file));
     timing = { expiryMs: config.signing.expiry, retireMarginMs: config.signing.rotation.retireMargin };
     dnsServers = [...config.dns.servers];
     configured = Object.entries(config.signing.domains)

@@ -9,7 +9,7 @@ import { startSello, type RunningSello } from '../app.ts';
 import { workerCount } from '../cluster/messages.ts';
 import { runPrimary } from '../cluster/primary.ts';
 import { runWorker } from '../cluster/worker.ts';
-import { loadConfig } from '../config/load.ts';
+import { inConfigFile, loadConfig } from '../config/load.ts';
 import { createLogger } from '../observability/logger.ts';
 import { configPath } from './config-path.ts';
 import { parseCommandArgs } from './args.ts';
@@ -45,7 +45,7 @@ export const serveCommand: Command = async (args, io) => {
   };
   process.on('SIGHUP', reload);
   try {
-    running = await startSello(config, logger, { operationsEndpoint: true });
+    running = await inConfigFile(file, () => startSello(config, logger, { operationsEndpoint: true }));
   } catch (error) {
     process.off('SIGHUP', reload);
     throw error;

@@ -5,7 +5,7 @@
 
 import { buffer } from 'node:stream/consumers';
 import { loadSigning } from '../app.ts';
-import { loadConfig, parseConfig } from '../config/load.ts';
+import { inConfigFile, loadConfig, parseConfig } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
 import type { DnsResolve } from '../dns/types.ts';
 import { formatReply, UsageError } from '../errors.ts';
@@ -40,16 +40,17 @@ export const signCommand: Command = async (args, io) => {
   if (direct && !(values['keys-dir'] && values.domain && values.selector?.length)) {
     throw new UsageError(`--keys-dir, --domain and --selector go together\n${usage}`);
   }
-  const config: Config = direct
+  const file = direct ? undefined : configPath(values.config, io.env);
+  const config: Config = file === undefined
     ? // The same schema as a config file, so keys and selectors are validated the same way;
       // the listener is a placeholder the schema requires and sign never starts.
       parseConfig({
         listeners: [{ name: 'sign', role: 'submission', listen: '127.0.0.1:0' }],
         signing: { keysDir: values['keys-dir'], domains: { [values.domain as string]: values.selector } },
       })
-    : await loadConfig(configPath(values.config, io.env), io.env);
+    : await loadConfig(file, io.env);
 
-  const { signer } = await loadSigning(config);
+  const { signer } = file === undefined ? await loadSigning(config) : await inConfigFile(file, () => loadSigning(config));
   const message = await buffer(io.stdin);
   // The server's engine, as a submission listener sees a trusted local client.
   const engine = new TransactionEngine({

@@ -1,5 +1,6 @@
 // Loading a config: YAML file + environment overrides → validated, frozen Config.
-// Owns: turning YAML and schema failures into ConfigErrors that name the key path.
+// Owns: turning YAML and schema failures into ConfigErrors that name the key path, and naming
+// the file a config came from in front of them (inConfigFile).
 // Must not: touch keys or certificates (validate.ts), or start anything.
 
 import { readFile } from 'node:fs/promises';
@@ -99,15 +100,41 @@ export async function loadConfig(file: string, environment: NodeJS.ProcessEnv = 
   try {
     text = await readFile(file, 'utf8');
   } catch (error) {
-    throw new ConfigError('', `cannot read config file ${path.resolve(file)}: ${(error as NodeJS.ErrnoException).code ?? error}`);
+    throw fileNamed(new ConfigError('', `cannot read config file ${path.resolve(file)}: ${(error as NodeJS.ErrnoException).code ?? error}`));
   }
   const document = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (document.errors.length) {
     const [first] = document.errors;
-    throw new ConfigError('', `${file}: YAML error: ${first?.message ?? 'unparseable'}`);
+    throw fileNamed(new ConfigError('', `${file}: YAML error: ${first?.message ?? 'unparseable'}`));
   }
   keepSelectorDigits(document);
-  return parseConfig(document.toJS(), environment);
+  return inConfigFile(file, () => parseConfig(document.toJS(), environment));
+}
+
+/** Errors whose message names the config file already. */
+const namedFile = new WeakSet<Error>();
+
+function fileNamed(error: ConfigError): ConfigError {
+  namedFile.add(error);
+  return error;
+}
+
+/**
+ * Runs `work` (loading, validating or starting from the config in `file`); a ConfigError it throws
+ * gets the file in front of its key path, each line of a ConfigErrors list too:
+ * "/etc/sello/sello.yaml: listeners: at least one listener is needed". Errors that name a file of
+ * their own (a rotation.yaml, path with "/") and errors already named are passed on as they are.
+ */
+export async function inConfigFile<T>(file: string, work: () => T | Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    if (!(error instanceof ConfigError) || namedFile.has(error) || error.path.includes('/')) throw error;
+    const lines = error instanceof ConfigErrors ? error.errors.map((each) => each.message) : [error.message];
+    error.message = lines.map((line) => `${file}: ${line}`).join('\n');
+    namedFile.add(error);
+    throw error;
+  }
 }
 
 /**

@@ -135,13 +135,13 @@ test('a real Prometheus scrapes sello: PromQL returns the totals of a scripted t
   assert.equal(await prometheus.value(`sum(sello_transaction_duration_seconds_bucket{job="sello",le="+Inf"})`), 4);
 
   // Every query of the Grafana dashboard parses and evaluates in the real Prometheus (variables
-  // substituted as Grafana would for one selected job and all instances).
+  // substituted as Grafana would for one selected job, all instances and all milter listeners).
   type Dashboard = { panels: { title: string; targets?: { expr?: string }[] }[] };
   const dashboard = JSON.parse(await readFile(path.join(root, 'deploy/grafana/sello-dashboard.json'), 'utf8')) as Dashboard;
   const expressions = dashboard.panels.flatMap((panel) => (panel.targets ?? []).flatMap((target) => (target.expr ? [{ panel: panel.title, expr: target.expr }] : [])));
   assert.ok(expressions.length > 10);
   for (const { panel, expr } of expressions) {
-    const promql = expr.replaceAll('$__rate_interval', '1m').replaceAll('$__range', '5m').replaceAll('$job', 'sello').replaceAll('$instance', '.*');
+    const promql = expr.replaceAll('$__rate_interval', '1m').replaceAll('$__range', '5m').replaceAll('$job', 'sello').replaceAll('$instance', '.*').replaceAll('$milter', '.*');
     assert.doesNotMatch(promql, /\$/, `panel "${panel}": unsubstituted variable in ${expr}`);
     await prometheus.query(promql).catch((error: unknown) => assert.fail(`panel "${panel}": ${String(error)}`));
   }

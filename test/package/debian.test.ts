@@ -112,8 +112,10 @@ describe('Debian package: build, lintian, install, run as the unit, sign, remove
 
   test('keygen as sello, then the unit\'s ExecStart as sello with its capability: port 587, signed (dkimpy verifies), ExecReload reloads', { timeout: 180_000 }, async () => {
     const selector = `pkg${randomInt(1_000_000)}`;
-    const keygen = await run('runuser', ['-u', 'sello', '--', 'sello', 'keygen', 'example.com', '--selector', selector, '--keys-dir', '/var/lib/sello/keys', '--format', 'value'], { cwd: '/' });
+    // No --keys-dir: keygen takes signing.keysDir of the conffile it finds (src/cli/keys-dir.ts).
+    const keygen = await run('runuser', ['-u', 'sello', '--', 'sello', 'keygen', 'example.com', '--selector', selector, '--format', 'value'], { cwd: '/' });
     assert.equal(keygen.code, 0, keygen.stderr);
+    assert.match(keygen.stderr, /^keys directory: \/var\/lib\/sello\/keys \(signing\.keysDir of \/etc\/sello\/sello\.yaml\)$/m);
     const key = await stat(`/var/lib/sello/keys/example.com/${selector}.pem`);
     assert.equal(key.mode & 0o777, 0o600);
     dns = await startDnsServer({ [`${selector}._domainkey.example.com`]: { TXT: [keygen.stdout.trim()] } });

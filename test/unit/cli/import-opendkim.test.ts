@@ -1,9 +1,10 @@
 // Tests for `sello import opendkim` (src/cli/import-opendkim.ts, opendkim-config.ts): Debian's own
 // OpenDKIM configurations (test/fixtures/opendkim/debian) and ones written here — KeyTable with
-// SigningTable in file and refile form, "%" and wildcard entries, host lists — each first accepted
-// by the real `opendkim -n` (Debian's opendkim, installed by .ci/run), then converted; the YAML
-// must pass sello's own validation (check-config, with the keys where OpenDKIM had them), and
-// everything not converted must be on stderr, one line each.
+// SigningTable in file and refile form, "%" and wildcard entries, host lists, Socket and Mode —
+// each first accepted by the real `opendkim -n` (Debian's opendkim, installed by .ci/run), then
+// converted to a milter listener on OpenDKIM's socket; the YAML must pass sello's own validation
+// (check-config, with the keys where OpenDKIM had them), and everything not converted must be on
+// stderr, one line each.
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -56,22 +57,26 @@ async function assertSelloAccepts(dir: string, yaml: string, keys: number): Prom
   assert.equal(run.code, 0);
 }
 
-test("Debian's default /etc/opendkim.conf (signing commented out): valid YAML, six settings listed", async () => {
+test("Debian's default /etc/opendkim.conf (signing commented out): a milter on its unix socket, five settings listed", async () => {
   const file = join(debian, 'opendkim.conf');
   const { yaml, notes } = await importOpendkim(file);
   const config = parseConfig(parse(yaml));
   assert.deepEqual(config.signing.domains, {});
   assert.equal(config.signing.expiry, false, 'no SignatureTTL: no x= tag, as OpenDKIM');
   assert.equal(config.logging.format, 'text', 'Syslog yes: text lines for the journal');
-  assert.deepEqual(config.listeners.map((listener) => [listener.name, listener.role, listener.listen]), [['filter', 'filter', { host: '127.0.0.1', port: 10025 }]]);
-  assert.equal(config.relay.target, 'smtp://127.0.0.1:10026');
+  assert.deepEqual(
+    config.listeners.map((listener) => [listener.name, listener.role, listener.listen, listener.sign, listener.verify, listener.trustedNetworks]),
+    [['milter', 'milter', { host: '', port: 0, path: '/run/opendkim/opendkim.sock' }, undefined, undefined, ['127.0.0.1']]],
+    'Socket local:PATH → the same socket; Mode unset = sv: signs and verifies; no InternalHosts: OpenDKIM\'s default 127.0.0.1',
+  );
+  assert.match(yaml, /^# sello creates the socket \(mode 0660\): its directory must be writable by the sello user/m);
+  assert.match(yaml, /^# The milter verifies too \(OpenDKIM Mode v\): unlike OpenDKIM it also checks SPF at RCPT and refuses\n# a fail \(550 5\.7\.23, inbound\.spf\.policy\); set inbound\.spf\.policy\.fail: tag to only record it\.$/m);
   assert.deepEqual(
     notes.map((line) => line.split(': ').slice(0, 2).join(': ')),
     [
       `${file}:13: Canonicalization relaxed/simple`,
       `${file}:30: UserID opendkim`,
       `${file}:31: UMask 007`,
-      `${file}:37: Socket local:/run/opendkim/opendkim.sock`,
       `${file}:42: PidFile /run/opendkim/opendkim.pid`,
       `${file}:50: TrustAnchorFile /usr/share/dns/root.key`,
     ],
@@ -83,18 +88,22 @@ test("Debian's opendkim.conf.simple: Domain, Selector, KeyFile become one signin
   const file = join(debian, 'opendkim.conf.simple');
   const { yaml, notes } = await importOpendkim(file);
   const config = parseConfig(parse(yaml));
+  assert.deepEqual(config.listeners[0]?.listen, { host: '127.0.0.1', port: 8891 }, 'Socket inet:8891@localhost → inet:127.0.0.1:8891, what smtpd_milters already names');
   assert.deepEqual(config.signing.domains, { localhost: 'default' });
   assert.deepEqual(config.signing.keyFiles, { 'default._domainkey.localhost': '/var/db/dkim/localhost.private' });
   assert.deepEqual(
     notes.map((line) => line.split(': ')[1]),
-    ['Canonicalization relaxed/simple', 'Socket inet:8891@localhost', 'ReportAddress postmaster@localhost', 'SendReports yes'],
+    ['Canonicalization relaxed/simple', 'ReportAddress postmaster@localhost', 'SendReports yes'],
   );
 });
 
-test("Debian's opendkim.conf.simple-verify (Mode v): the mode is listed, nothing is signed", async () => {
+test("Debian's opendkim.conf.simple-verify (Mode v): a verifying milter (sign: false); nothing is signed", async () => {
   const { yaml, notes } = await importOpendkim(join(debian, 'opendkim.conf.simple-verify'));
-  assert.deepEqual(parseConfig(parse(yaml)).signing.domains, {});
-  assert.ok(notes.some((line) => /: Mode v: OpenDKIM only verified/.test(line)), notes.join('\n'));
+  const config = parseConfig(parse(yaml));
+  assert.deepEqual(config.signing.domains, {});
+  assert.deepEqual([config.listeners[0]?.role, config.listeners[0]?.sign, config.listeners[0]?.verify], ['milter', false, undefined]);
+  assert.ok(!notes.some((line) => /: Mode /.test(line)), notes.join('\n'));
+  assert.match(yaml, /^# The milter verifies too/m, 'a verifying milter says that it refuses SPF fails, which OpenDKIM never did');
 });
 
 test('KeyTable + SigningTable files: domains, ".domain" subdomains, "%" key names and d=, host lists, TTL, oversigning', async (t) => {
@@ -161,16 +170,15 @@ test('KeyTable + SigningTable files: domains, ".domain" subdomains, "%" key name
   assert.ok(yaml.includes('      - "202611"\n'), 'a numeric selector is written quoted');
   assert.equal(written.signing.expiry, '86400s');
   assert.deepEqual(written.signing.oversign.slice(-2), ['List-Id', 'Sender'], 'oversigning is never weaker than sello\'s default');
-  assert.deepEqual(written.listeners[0].trustedNetworks, ['127.0.0.1', '::1']);
+  assert.deepEqual(written.listeners[0], { name: 'milter', role: 'milter', listen: 'inet:127.0.0.1:8891', trustedNetworks: ['127.0.0.1', '::1', '192.168.0.0/16'] }, 'the milter judges the real client: the whole InternalHosts list');
   assert.deepEqual(written.dns, { servers: ['127.0.0.53:53', '192.0.2.53:53'] });
   assert.equal(written.logging, undefined, 'Syslog no: JSON logs stay');
 
   const table = join(dir, 'signing.table');
   const hosts = join(dir, 'TrustedHosts');
   assert.deepEqual(notes, [
-    `${hosts}:4: 192.168.0.0/16: the filter listener hears only the MTA on loopback; mail from this host is signed if the MTA relays for it (Exim dc_relay_nets, Postfix mynetworks), docs/debian.md`,
-    `${hosts}:5: mail.example.com: the filter listener hears only the MTA on loopback; mail from this host is signed if the MTA relays for it (Exim dc_relay_nets, Postfix mynetworks), docs/debian.md`,
-    `${conf}:12: Socket inet:8891@localhost: sello is not a milter: the MTA hands outgoing mail to the filter listener on 127.0.0.1:10025 and takes it back from sello on 127.0.0.1:10026 (Exim router and transport, Postfix content_filter: docs/debian.md)`,
+    `${hosts}:5: mail.example.com: trustedNetworks takes addresses and networks, not host names: add the host's address`,
+    `${conf}:8: ExternalIgnoreList file:${hosts}: only silences OpenDKIM's "external host tried to send mail as" log line; sello logs no such line, and signs for InternalHosts (trustedNetworks) and logged-in senders only`,
     `${table}:5: bob@example.com mail._domainkey.example.com: sello signs by From domain, not per address; give the domain its own entry if every address of it should be signed`,
     `${table}:6: example.info other: signs mail from example.info with d=example.net; sello signs with the From domain itself, so this entry is left out`,
     `${table}:7: example.biz missing: no key "missing" in the KeyTable`,
@@ -205,14 +213,13 @@ test('a refile SigningTable: *@domain, *@*.domain, "%" keys; per-address, catch-
   assert.deepEqual(written.signing.domains, { 'example.com': 's2026', '*.example.com': 's2026', 'example.net': 's2026' });
   assert.deepEqual(written.signing.keyFiles, { 's2026._domainkey.example.com': keys.com, 's2026._domainkey.example.net': keys.net });
   const table = join(dir, 'signing.table');
-  assert.deepEqual(notes.slice(1), [
+  assert.deepEqual(notes, [
     `${table}:2: *@*.example.com com    @example.com: the signer @example.com (i=) is not set by sello; signatures carry no i= (RFC 6376 §3.5 default: @d=)`,
     `${table}:4: alice@example.org com: sello signs by From domain, not per address; give the domain its own entry if every address of it should be signed`,
     `${table}:5: *@*example.com com: only *@domain and *@*.domain patterns have a sello equivalent`,
     `${table}:6: *@example.com com: example.com already signs with s2026; without MultipleSignatures OpenDKIM applies only the first match`,
     `${table}:7: * com: signs mail from any domain; sello signs only the domains listed in signing.domains (add each one)`,
   ]);
-  assert.match(notes[0] ?? '', /:3: Socket inet:8891@localhost: sello is not a milter/);
   await assertSelloAccepts(dir, yaml, 2);
 });
 
@@ -231,11 +238,48 @@ test('Domain list with SubDomains: each domain and its subdomains, one key file'
   await assertSelloAccepts(dir, yaml, 2); // two domains, one key each: the wildcard entries reuse them
 });
 
+test('Socket forms → the milter listener on the same socket; Mode s → verify: false; InternalHosts networks kept, names and exclusions listed', async (t) => {
+  if (!requireTool(t, checkOpendkim())) return;
+  const dir = await directory(t);
+  const key = await keyFile(dir, 'default.private');
+  const cases: { socket: string; mode: string; listen: string; sign: boolean | undefined; verify: boolean | undefined; note?: RegExp }[] = [
+    { socket: 'inet:8891@127.0.0.1', mode: 's', listen: 'inet:127.0.0.1:8891', sign: undefined, verify: false },
+    { socket: 'inet6:8892@[::1]', mode: 'v', listen: 'inet:[::1]:8892', sign: false, verify: undefined },
+    { socket: 'local:/var/spool/postfix/opendkim/opendkim.sock', mode: 'sv', listen: 'unix:/var/spool/postfix/opendkim/opendkim.sock', sign: undefined, verify: undefined },
+    { socket: 'inet:12301', mode: 'vs', listen: 'inet:127.0.0.1:12301', sign: undefined, verify: undefined, note: /Socket inet:12301: sello's milter listens on loopback or a unix socket only .*: inet:127\.0\.0\.1:12301; the MTA must run on this machine$/ },
+    { socket: 'inet:8891@192.0.2.25', mode: 's', listen: 'inet:127.0.0.1:8891', sign: undefined, verify: false, note: /Socket inet:8891@192\.0\.2\.25: sello's milter listens on loopback or a unix socket only/ },
+  ];
+  for (const [index, item] of cases.entries()) {
+    const conf = join(dir, `opendkim-${index}.conf`);
+    await writeFile(
+      conf,
+      [`Socket ${item.socket}`, `Mode ${item.mode}`, 'Domain example.com', 'Selector default', `KeyFile ${key}`, 'InternalHosts 127.0.0.1, 10.0.0.0/8, [2001:db8::]/32, !10.1.2.3, relay.example.com', 'Canonicalization relaxed/relaxed', 'AuthservID mx.example.com', 'RequireSafeKeys false', ''].join('\n'),
+    );
+    assertOpendkimAccepts(conf);
+    const { yaml, notes } = await importOpendkim(conf);
+    const written = parse(yaml);
+    assert.deepEqual(written.listeners, [
+      { name: 'milter', role: 'milter', listen: item.listen, ...(item.sign === undefined ? {} : { sign: item.sign }), ...(item.verify === undefined ? {} : { verify: item.verify }), trustedNetworks: ['127.0.0.1', '10.0.0.0/8', '2001:db8::/32'] },
+    ], item.socket);
+    assert.deepEqual(written.inbound, { authservId: 'mx.example.com' });
+    assert.equal(/^# The milter verifies too/m.test(yaml), item.verify !== false, 'the SPF remark only where the milter verifies');
+    const hostNotes = notes.filter((line) => line.includes(': InternalHosts: '));
+    assert.deepEqual(hostNotes, [
+      `${conf}:6: InternalHosts: !10.1.2.3: trustedNetworks has no exclusions: leave the host out of the networks around it (list smaller networks)`,
+      `${conf}:6: InternalHosts: relay.example.com: trustedNetworks takes addresses and networks, not host names: add the host's address`,
+    ]);
+    const socketNotes = notes.filter((line) => line.includes(': Socket '));
+    assert.equal(socketNotes.length, item.note ? 1 : 0, notes.join('\n'));
+    if (item.note) assert.match(socketNotes[0] ?? '', item.note);
+    await assertSelloAccepts(dir, yaml, 1);
+  }
+});
+
 test('the command: YAML on stdout, one "not converted:" line per item on stderr; a missing file is one line, exit 1', async (t) => {
   const ok = await runCommand(main, ['import', 'opendkim', join(debian, 'opendkim.conf.simple')]);
   assert.equal(ok.code, 0);
   assert.match(ok.out, /^# sello configuration converted from .*opendkim\.conf\.simple/);
-  assert.equal(ok.err.split('\n').filter(Boolean).length, 4);
+  assert.equal(ok.err.split('\n').filter(Boolean).length, 3);
   assert.ok(ok.err.split('\n').filter(Boolean).every((line) => line.startsWith('not converted: ')));
 
   const dir = await directory(t);

@@ -164,3 +164,23 @@ test("every metric the dashboard uses is in sello's real /metrics output, with t
     if (docs && docs.type !== '—') assert.equal(types.get(name), docs.type, name);
   }
 });
+
+test('key rotation and the milter: panels for sello_dkim_key_state and promotions, and milter panels on the $milter listeners', () => {
+  assert.ok(used.has('sello_dkim_key_state'), 'no panel uses sello_dkim_key_state');
+  assert.ok(used.has('sello_dkim_key_promotions_total'), 'no panel uses sello_dkim_key_promotions_total');
+  const states = targets.find((target) => target.expr?.includes('sello_dkim_key_state'));
+  assert.match(states?.expr ?? '', /^sum by \(domain, selector, state\) \(sello_dkim_key_state\{/, 'processes per key and state: a fleet switch shows as counts moving');
+  const promotions = targets.find((target) => target.expr?.includes('sello_dkim_key_promotions_total'));
+  assert.match(promotions?.expr ?? '', /increase\(sello_dkim_key_promotions_total\{[^}]*\}\[\$__range\]\)/, 'a counter is shown as its increase');
+
+  // No metric is milter-only (docs/metrics.md): the milter's are the listener-labelled ones,
+  // chosen by a variable over the listener names, "milter" (docs/milter.md's name) by default.
+  const milter = dashboard.templating.list.find((variable) => variable.name === 'milter') as Variable & { current?: { value?: string[] } };
+  assert.equal(milter?.type, 'query');
+  assert.match(milter.definition ?? '', /^label_values\(sello_active_connections\{job=~"\$job"\}, listener\)$/);
+  assert.deepEqual(milter.current?.value, ['milter']);
+  const onMilter = targets.filter((target) => target.expr?.includes('listener=~"$milter"'));
+  const milterMetrics = new Set(onMilter.flatMap((target) => metricNames(target.expr ?? '')));
+  assert.deepEqual([...milterMetrics].sort(), ['sello_active_connections', 'sello_smtp_replies_total', 'sello_transactions_total']);
+  for (const target of onMilter) assert.match(target.panel, /^Milter: /);
+});

@@ -1,6 +1,7 @@
 // The deployment templates in deploy/ hold together: the Kubernetes manifests (probes on the
 // metrics port's /healthz and /readyz, non-root, several replicas, keys from a read-only Secret
-// at the config's keysDir, Services pointing at named container ports), the ConfigMap's
+// at the config's keysDir — with each domain's rotation.yaml and every key it names, pending ones
+// included (docs/rotation.md "Kubernetes") —, Services pointing at named container ports), the ConfigMap's
 // sello.yaml passes `sello check-config`, the Prometheus scrape job finds the pods, and the
 // systemd unit has the keys its hardening and signal handling depend on.
 
@@ -13,6 +14,7 @@ import { parse, parseAllDocuments } from 'yaml';
 import { main } from '../../../src/cli/run.ts';
 import { parseConfig } from '../../../src/config/load.ts';
 import { READINESS_CHECK_TIMEOUT_MS } from '../../../src/observability/http.ts';
+import { parseRotation, type RotationState } from '../../../src/signing/rotation.ts';
 import { keysForSigningTable, makeKeys } from '../../helpers/sello.ts';
 import { runCommand } from '../../helpers/cli.ts';
 
@@ -81,6 +83,14 @@ const container = pod.spec.containers.find((candidate) => candidate.name === 'se
 const configMap = only<Manifest & { data: Record<string, string> }>('ConfigMap');
 const secret = only<Manifest & { stringData?: Record<string, string>; data?: Record<string, string> }>('Secret');
 const selloYaml = parse(configMap.data['sello.yaml'] ?? '') as SelloYaml;
+const secretEntries: Record<string, string> = { ...secret.data, ...secret.stringData };
+/** The Secret's <domain>.rotation.yaml entries, parsed as sello parses rotation.yaml. */
+const rotations: { domain: string; key: string; text: string; state: RotationState }[] = Object.entries(secretEntries)
+  .filter(([key]) => key.endsWith('.rotation.yaml'))
+  .map(([key, text]) => {
+    const domain = key.slice(0, -'.rotation.yaml'.length);
+    return { domain, key, text, state: parseRotation(text, `Secret ${key}`, domain) };
+  });
 
 function portOf(listen: string | undefined): number {
   const port = Number(/:(\d+)$/.exec(listen ?? '')?.[1]);
@@ -161,13 +171,20 @@ test("keys from the Secret, read-only, mode 0400 with fsGroup, at the config's k
   assert.equal(mount?.mountPath, selloYaml.signing.keysDir);
   assert.equal(mount?.readOnly, true);
 
-  const needed = Object.entries(selloYaml.signing.domains).flatMap(([pattern, selectors]) =>
-    [selectors].flat().map((selector) => `${pattern.replace(/^\*\./, '')}/${selector}.pem`),
-  );
+  // The signing table's keys, and for a rotated domain its rotation.yaml and every key it names
+  // (pending and retiring too): a Secret file without an item is not in the pod.
+  const needed = [
+    ...Object.entries(selloYaml.signing.domains).flatMap(([pattern, selectors]) => [selectors].flat().map((selector) => `${pattern.replace(/^\*\./, '')}/${selector}.pem`)),
+    ...rotations.flatMap(({ domain, state }) => [`${domain}/rotation.yaml`, ...state.keys.map((key) => `${domain}/${key.selector}.pem`)]),
+  ];
   const items = volume.secret.items ?? [];
   assert.deepEqual(items.map((item) => item.path).sort(), [...new Set(needed)].sort());
-  const secretKeys = new Set(Object.keys({ ...secret.data, ...secret.stringData }));
-  for (const item of items) assert.ok(secretKeys.has(item.key), `the Secret has no ${item.key}`);
+  for (const item of items) {
+    assert.ok(item.key in secretEntries, `the Secret has no ${item.key}`);
+    // "<domain>.<file>" → "<domain>/<file>", the one mapping docs/rotation.md tells the admin to write.
+    const domain = item.path.slice(0, item.path.indexOf('/'));
+    assert.equal(item.key, `${domain}.${item.path.slice(domain.length + 1)}`, item.key);
+  }
 });
 
 test('Services: SMTP ports with the client address kept, metrics inside the cluster only', () => {
@@ -211,6 +228,17 @@ test("the ConfigMap's sello.yaml passes sello check-config", async (t) => {
   const { code, out, err } = await runCommand(main, ['check-config', '--config', file], { env: { SELLO_KEYS_DIR: keysDir } });
   assert.equal(code, 0, err);
   assert.match(out, /: OK \(3 listener\(s\), 2 signing key\(s\)\)/);
+
+  // With the Secret's rotation.yaml and the pending keys it names, as the pods see /app/keys.
+  assert.ok(rotations.length > 0, 'the Secret carries a rotation.yaml');
+  for (const { domain, text, state } of rotations) {
+    const known = new Set(keys.map((key) => `${key.domain}/${key.selector}`));
+    await makeKeys(state.keys.filter((key) => !known.has(`${domain}/${key.selector}`)).map((key) => ({ domain, selector: key.selector, algorithm: key.algorithm ?? 'rsa' })), keysDir);
+    await writeFile(path.join(keysDir, domain, 'rotation.yaml'), text);
+    assert.ok(state.keys.some((key) => key.state === 'pending'), 'shown mid-rotation: new keys pending');
+  }
+  const rotating = await runCommand(main, ['check-config', '--config', file], { env: { SELLO_KEYS_DIR: keysDir } });
+  assert.equal(rotating.code, 0, rotating.err);
 });
 
 test('the Prometheus scrape job keeps the annotated sello pods', async () => {

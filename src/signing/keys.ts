@@ -183,7 +183,7 @@ export async function writeRecordFile(keyFile: string, record: string): Promise<
 }
 
 /** Makes the new directory entry durable; best effort (not every platform can fsync a directory). */
-async function syncDirectory(directory: string): Promise<void> {
+export async function syncDirectory(directory: string): Promise<void> {
   try {
     const handle = await open(directory, fsConstants.O_RDONLY);
     try {

@@ -7,13 +7,12 @@
 // rotation-watcher.ts does), or generate keys.
 
 import { randomBytes } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
 import { open, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseDocument, stringify } from 'yaml';
 import { z } from 'zod';
 import { ConfigError, KeyError } from '../errors.ts';
-import { validateDomain, validateSelector, type KeyAlgorithm } from './keys.ts';
+import { syncDirectory, validateDomain, validateSelector, type KeyAlgorithm } from './keys.ts';
 
 export const ROTATION_FILE = 'rotation.yaml';
 
@@ -174,18 +173,6 @@ export async function writeRotation(keysDir: string, state: RotationState, expec
   return true;
 }
 
-async function syncDirectory(directory: string): Promise<void> {
-  try {
-    const handle = await open(directory, fsConstants.O_RDONLY);
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-  } catch {
-    // the file itself is fsynced; not every platform can fsync a directory
-  }
-}
 
 /**
  * Promotes a pending key at `at`: it becomes active, and the active keys of the same algorithm

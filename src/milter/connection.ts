@@ -7,6 +7,7 @@
 
 import { BlockList, isIP } from 'node:net';
 import { Replies, type SmtpReply } from '../errors.ts';
+import type { MessageSink } from '../message/index.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { ClientFacts, Engine, EngineSession, FrontEnd, HeaderEdits } from '../pipeline/session.ts';
 import {
@@ -60,8 +61,6 @@ export interface MilterConnectionOptions {
   logger: Logger;
   /** The listener's trustedNetworks: clients that may have their mail signed without AUTH. */
   trustedNetworks: BlockList;
-  maxMessageSize: number;
-  maxHeaderSize: number;
   /** Each refusal sello hands the MTA (sello_smtp_replies_total); the MTA's own replies are not ours to count. */
   onRefusal?: (stage: 'mail' | 'rcpt' | 'data', code: number) => void;
 }
@@ -73,13 +72,15 @@ function outOfOrder(message: string): MilterProtocolError {
 
 /** The message being received, between an accepted MAIL and its end. */
 interface Transaction {
-  /** Header fields as "Name:value CRLF", CRLF folds restored. */
-  headerParts: Buffer[];
-  headerBytes: number;
-  bodyParts: Buffer[];
-  messageBytes: number;
+  /**
+   * The engine's sink: header fields ("Name:value CRLF", CRLF folds restored), the empty line and
+   * the body chunks are written into it as they arrive, so the message is hashed and checked as
+   * it streams, spilled to a file past data.spillThreshold, and bounded by the size limits.
+   */
+  sink: MessageSink;
   endOfHeaders: boolean;
-  tooLarge?: SmtpReply;
+  /** A write the sink could not take (a spill file write failed): the message is deferred at its end. */
+  failure?: unknown;
 }
 
 export class MilterConnection {
@@ -132,16 +133,21 @@ export class MilterConnection {
       case 'unknown':
         return [encodeContinue()];
       case 'header':
-        this.#header(command.name, command.value);
+        await this.#header(command.name, command.value);
         return this.#replyUnless(Protocol.noReplyHeader);
-      case 'endOfHeaders':
-        this.#requireTransaction('end of headers').endOfHeaders = true;
+      case 'endOfHeaders': {
+        const transaction = this.#requireTransaction('end of headers');
+        if (transaction.endOfHeaders) throw outOfOrder('a second end of headers');
+        transaction.endOfHeaders = true;
+        // RFC 5322 §2.1: the empty line between the header section and the body.
+        await this.#write(transaction, CRLF);
         return this.#replyUnless(Protocol.noReplyEndOfHeaders);
+      }
       case 'body':
-        this.#body(command.chunk);
+        await this.#body(command.chunk);
         return this.#replyUnless(Protocol.noReplyBody);
       case 'endOfMessage':
-        if (command.chunk.length > 0) this.#body(command.chunk);
+        if (command.chunk.length > 0) await this.#body(command.chunk);
         return this.#engineStep('data', () => this.#endOfMessage());
       case 'abort':
         // SMFIC_ABORT: the message is over (RSET, a refusal elsewhere); the connection goes on.
@@ -260,7 +266,7 @@ export class MilterConnection {
     );
     const verdict = await this.#session.mail(unbracket(path), facts);
     if (verdict.action !== 'accept') return [this.#refuse('mail', verdict.reply)];
-    this.#transaction = { headerParts: [], headerBytes: 0, bodyParts: [], messageBytes: 0, endOfHeaders: false };
+    this.#transaction = { sink: this.#session.receive(), endOfHeaders: false };
     return [encodeContinue()];
   }
 
@@ -277,51 +283,44 @@ export class MilterConnection {
     return transaction;
   }
 
-  #header(name: string, value: Buffer): void {
+  async #header(name: string, value: Buffer): Promise<void> {
     const transaction = this.#requireTransaction('a header');
     if (transaction.endOfHeaders) throw outOfOrder('a header after the end of headers');
-    if (transaction.tooLarge) return;
     // RFC 5322 §2.2: name ":" value CRLF; the MTA sends folds as LF (milter8.c), we restore CRLF.
-    const field = Buffer.concat([Buffer.from(`${name}:${this.#leadingSpace ? '' : ' '}`, 'latin1'), crlfLines(value), Buffer.from('\r\n')]);
-    transaction.headerBytes += field.length;
-    transaction.messageBytes += field.length;
-    if (transaction.headerBytes > this.#options.maxHeaderSize) {
-      transaction.tooLarge = Replies.headerTooLarge;
-      transaction.headerParts = [];
-      return;
-    }
-    transaction.headerParts.push(field);
+    await this.#write(transaction, Buffer.concat([Buffer.from(`${name}:${this.#leadingSpace ? '' : ' '}`, 'latin1'), crlfLines(value), CRLF]));
   }
 
-  #body(chunk: Buffer): void {
+  async #body(chunk: Buffer): Promise<void> {
     const transaction = this.#requireTransaction('a body chunk');
     if (!transaction.endOfHeaders) throw outOfOrder('a body chunk before the end of headers');
-    transaction.messageBytes += chunk.length;
-    if (transaction.tooLarge) return;
-    if (transaction.messageBytes > this.#options.maxMessageSize) {
-      transaction.tooLarge = Replies.messageTooLarge;
-      transaction.headerParts = [];
-      transaction.bodyParts = [];
-      return;
-    }
-    transaction.bodyParts.push(chunk);
+    await this.#write(transaction, chunk);
+  }
+
+  /** Into the sink; past a limit it only counts (the refusal comes at the end, 552 5.3.4). */
+  async #write(transaction: Transaction, bytes: Buffer): Promise<void> {
+    if (transaction.failure !== undefined) return;
+    await transaction.sink.write(bytes).catch((error: unknown) => (transaction.failure = error));
   }
 
   async #endOfMessage(): Promise<Buffer[]> {
     const transaction = this.#requireTransaction('the end of message');
     this.#transaction = undefined;
-    if (transaction.tooLarge) {
-      // RFC 5321 §4.5.3.1.10 / RFC 3463 5.3.4: the same reply the proxy gives.
-      this.#session.failed(transaction.tooLarge, 'message over the size limit');
-      return [this.#refuse('data', transaction.tooLarge)];
+    try {
+      if (transaction.failure !== undefined) {
+        this.#options.logger.warn({ err: transaction.failure instanceof Error ? transaction.failure.message : String(transaction.failure) }, 'milter: the message could not be received');
+        this.#session.failed(Replies.localError, 'the message could not be received');
+        return [this.#refuse('data', Replies.localError)];
+      }
+      // The sink refuses an oversized message or header section at its end (552 5.3.4, as the proxy).
+      const verdict = await this.#session.end(transaction.sink);
+      if (verdict.action !== 'accept') return [this.#refuse('data', verdict.reply)];
+      const responses = this.#edits(verdict.edits);
+      const queueId = this.#macros.get('i');
+      this.#session.delivered({ code: 250, ...(queueId ? { queueId } : {}) });
+      return [...responses, encodeContinue()];
+    } finally {
+      await transaction.sink.dispose();
     }
-    const message = Buffer.concat([...transaction.headerParts, Buffer.from('\r\n'), ...transaction.bodyParts]);
-    const verdict = await this.#session.end(message);
-    if (verdict.action !== 'accept') return [this.#refuse('data', verdict.reply)];
-    const responses = this.#edits(verdict.edits);
-    const queueId = this.#macros.get('i');
-    this.#session.delivered({ code: 250, ...(queueId ? { queueId } : {}) });
-    return [...responses, encodeContinue()];
   }
 
   /**
@@ -342,10 +341,15 @@ export class MilterConnection {
   }
 
   #endTransaction(): void {
+    const transaction = this.#transaction;
     this.#transaction = undefined;
+    // The spill file goes on every path; the engine's abort disposes it too.
+    if (transaction) void transaction.sink.dispose();
     if (this.#session.transactionOpen) this.#session.abort();
   }
 }
+
+const CRLF = Buffer.from('\r\n');
 
 /** "<a@example.org>" → "a@example.org"; "<>" → "" (the null sender). */
 function unbracket(path: string): string {

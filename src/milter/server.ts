@@ -65,8 +65,6 @@ export class MilterServer {
       engine: deps.engine,
       logger: deps.logger,
       trustedNetworks: networks(deps.listener.trustedNetworks),
-      maxMessageSize: deps.config.limits.maxMessageSize,
-      maxHeaderSize: deps.config.limits.maxHeaderSize,
       onRefusal: (stage, code) => deps.metrics?.reply(deps.listener.name, stage, code),
     };
   }

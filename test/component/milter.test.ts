@@ -5,7 +5,8 @@
 // and miltertest).
 
 import assert from 'node:assert/strict';
-import { stat, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { readdir, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { describe, test } from 'node:test';
@@ -83,5 +84,40 @@ describe('milter listener in the server', () => {
     await sello.running.close();
     await Promise.all([client.waitClosed(), before.waitClosed(), after.waitClosed()]);
     await assert.rejects(MilterTestClient.connect(socketPath));
+  });
+
+  test('a message past data.spillThreshold streams into a spill file as the MTA sends it, is signed over exactly its body, and leaves no file', async (t) => {
+    const spillDirectory = await tempDir({ after: t.after.bind(t) });
+    const dir = await tempDir({ after: t.after.bind(t) });
+    const socketPath = path.join(dir, 'milter.sock');
+    const sello = await startTestSello(t, {
+      keys: [{ domain: 'example.org', selector: 'comp', algorithm: 'ed25519' }],
+      config: {
+        listeners: [{ name: 'milter', role: 'milter', listen: `unix:${socketPath}`, verify: false }],
+        data: { spillThreshold: '1KiB', spillDirectory },
+        dns: { servers: ['127.0.0.1:9'], timeout: '1s' },
+      },
+    });
+    void sello;
+    const client = await MilterTestClient.connect(socketPath);
+    t.after(() => client.close());
+    await client.exchange(mta.negotiate());
+    client.send(mta.connect('client.example', '198.51.100.3', 2525), mta.macros('M', { '{auth_authen}': 'alice' }));
+    assert.deepEqual((await client.read(1)).map((response) => response.letter), ['c']);
+    assert.equal((await client.exchange(mta.mail('<alice@example.org>')))[0]!.letter, 'c');
+    assert.equal((await client.exchange(mta.rcpt('<bob@example.net>')))[0]!.letter, 'c');
+    // 64 KiB of plain lines: the relaxed body hash (RFC 6376 §3.4.4) is then SHA-256 of the bytes.
+    const body = Buffer.from(`${'x'.repeat(62)}\r\n`.repeat(1024));
+    client.send(mta.header('From', ' alice@example.org'), mta.header('Subject', ' big'), mta.endOfHeaders());
+    for (let offset = 0; offset < body.length; offset += 8192) client.send(mta.body(body.subarray(offset, offset + 8192).toString('latin1')));
+    const spilled = async () => (await readdir(spillDirectory)).some((name) => name.startsWith('spill-'));
+    const deadline = Date.now() + 5000;
+    while (!(await spilled()) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.ok(await spilled(), 'the body went to a spill file before the end of the message');
+    const end = await client.exchange(mta.endOfMessage(), 2);
+    assert.deepEqual(end.map((response) => response.letter), ['i', 'c']);
+    const signature = end[0]!.data.subarray(4).toString('latin1');
+    assert.equal(/bh=([^;]+);/.exec(signature.replace(/\s+/g, ''))?.[1], createHash('sha256').update(body).digest('base64'));
+    assert.deepEqual((await readdir(spillDirectory)).filter((name) => name.startsWith('spill-')), [], 'the spill file is gone');
   });
 });

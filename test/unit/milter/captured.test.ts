@@ -160,9 +160,9 @@ describe('fuzz: mutated captured exchanges', () => {
     for (; cases < MAX_CASES && Date.now() - started < MAX_MS; cases++) {
       const input = mutate(inputs[cases % inputs.length] as Buffer, next);
       const decoder = new MilterDecoder(4096);
-      const engine = new FakeEngine();
+      const engine = new FakeEngine({ maxMessageSize: 2048, maxHeaderSize: 1024 });
       const connection = new MilterConnection(
-        { frontEnd: { listener: 'fuzz', role: 'milter', signs: true, verifies: true, mtaJudgesRelay: true }, engine, logger: silentLogger(), trustedNetworks: new net.BlockList(), maxMessageSize: 2048, maxHeaderSize: 1024 },
+        { frontEnd: { listener: 'fuzz', role: 'milter', signs: true, verifies: true, mtaJudgesRelay: true }, engine, logger: silentLogger(), trustedNetworks: new net.BlockList() },
         `fuzz-${cases}`,
       );
       try {

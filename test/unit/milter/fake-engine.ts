@@ -2,7 +2,9 @@
 // every call is kept as plain values, every verdict is what the test scripts.
 // Must not: decide anything itself (no SPF, no signing): tests say what the engine answers.
 
-import type { SmtpReply } from '../../../src/errors.ts';
+import { tmpdir } from 'node:os';
+import { SmtpReplyError, type SmtpReply } from '../../../src/errors.ts';
+import { MessageSink } from '../../../src/message/index.ts';
 import type { DecisionRecord } from '../../../src/pipeline/decision-record.ts';
 import type { ClientFacts, DeliveryReport, Engine, EngineSession, EndVerdict, FrontEnd, Verdict } from '../../../src/pipeline/session.ts';
 
@@ -13,11 +15,17 @@ export const record: DecisionRecord = { version: 1, session: 'fake', listener: '
 
 /** An engine that records every call and answers what the test scripted. */
 export class FakeEngine implements Engine {
+  /** The limits the sink of receive() enforces (the real engine takes them from config.limits). */
+  readonly limits: { maxMessageSize: number; maxHeaderSize: number };
   calls: Call[] = [];
   frontEnds: FrontEnd[] = [];
   mailVerdict: Verdict = { action: 'accept' };
   rcptVerdict: (to: string) => Verdict = () => ({ action: 'accept' });
   endVerdict: (message: Buffer) => EndVerdict = (message) => ({ action: 'accept', edits: { add: [], remove: [] }, message, record });
+
+  constructor(limits: { maxMessageSize: number; maxHeaderSize: number } = { maxMessageSize: 25 * 1024 * 1024, maxHeaderSize: 256 * 1024 }) {
+    this.limits = limits;
+  }
 
   session(frontEnd: FrontEnd): EngineSession {
     this.frontEnds.push(frontEnd);
@@ -38,11 +46,26 @@ export class FakeEngine implements Engine {
         return engine.rcptVerdict(to);
       },
       recipientRefused: (code: number) => engine.calls.push(['recipientRefused', code]),
-      receive() {
-        throw new Error('the milter front end hands the engine whole messages (end(Buffer))');
-      },
-      // The milter calls only end(Buffer); the sink form is not faked.
-      end: (async (message: Buffer) => {
+      // A real sink in memory, with the limits the test gave: the milter streams into it.
+      receive: () =>
+        new MessageSink({ ...engine.limits, bareLineEndings: 'normalize', nul: 'reject', spillThreshold: Number.POSITIVE_INFINITY, spillDirectory: tmpdir() }),
+      end: (async (input: Buffer | MessageSink) => {
+        let message: Buffer;
+        if (Buffer.isBuffer(input)) message = input;
+        else {
+          try {
+            const source = await input.finish();
+            const rest: Buffer[] = [];
+            for await (const chunk of source.rest()) rest.push(chunk);
+            message = Buffer.concat([source.header, ...rest]);
+          } catch (error) {
+            // The sink's own refusal (552 5.3.4 for size), as the engine reports it.
+            if (!(error instanceof SmtpReplyError)) throw error;
+            open = false;
+            engine.calls.push(['failed', error.reply.code, error.message]);
+            return { action: 'reject', reply: error.reply, reason: error.message };
+          }
+        }
         engine.calls.push(['end', message.toString('latin1')]);
         const verdict = engine.endVerdict(message);
         if (verdict.action !== 'accept') open = false;

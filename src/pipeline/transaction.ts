@@ -87,7 +87,7 @@ export class MessagePipeline {
   observe(sink: MessageSink, options: PipelineOptions): StreamedWork {
     const work: StreamedWork = {};
     if (options.signs || (this.#sealer && options.check)) {
-      const hasher = new RelaxedBodyHasher();
+      const hasher = new RelaxedBodyHasher({ crlfLineEndings: true }); // the sink normalized them
       sink.observeBody({ write: (chunk) => hasher.update(chunk), end: () => undefined, abort: () => undefined });
       work.bodyHasher = hasher;
     }

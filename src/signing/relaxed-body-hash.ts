@@ -16,9 +16,6 @@ const TAB = 0x09;
 const lineEnd = Buffer.from('\r\n');
 /** Withheld empty lines are hashed from this, a block at a time. */
 const lineEnds = Buffer.from('\r\n'.repeat(4096));
-const doubleSpace = Buffer.from('  ');
-const spaceBeforeLineEnd = Buffer.from(' \r');
-const spaceBeforeLineFeed = Buffer.from(' \n');
 export interface RelaxedBodyHashOptions {
   /**
    * The caller guarantees CRLF line endings: every LF follows a CR and every CR is followed by LF
@@ -74,8 +71,7 @@ export class RelaxedBodyHash {
     const first = chunk[0] as number;
     // Whitespace carried over must meet content, or it is a run or trailing whitespace.
     if (this.#pendingSpace && (first === SPACE || first === TAB || first === CR || first === LF)) return false;
-    if (first === LF || chunk.indexOf(TAB) !== -1 || chunk.indexOf(doubleSpace) !== -1) return false;
-    if (chunk.indexOf(spaceBeforeLineEnd) !== -1 || chunk.indexOf(spaceBeforeLineFeed) !== -1) return false;
+    if (first === LF || chunk.indexOf(TAB) !== -1 || hasSpaceRunOrTrailingSpace(chunk)) return false;
     const last = chunk[chunk.length - 1] as number;
     if (last === CR) return false;
     // A space at the end may be trailing whitespace: it waits for the next chunk.
@@ -115,50 +111,58 @@ export class RelaxedBodyHash {
 
   /** Byte by byte, as RFC 6376 §3.4.4 reads: for chunks that need changes. */
   #canonicalize(chunk: Buffer, carriageReturnIsContent = false): void {
-    // Room for the chunk, a carried CR and space; a bare LF grows into CRLF.
+    // Room for the chunk, a carried CR and a space; a bare LF grows into CRLF.
     const out = Buffer.allocUnsafe(chunk.length * 2 + 4);
     let length = 0;
-    const content = (byte: number) => {
-      if (!this.#lineHasContent) {
-        if (this.#withheldLineEnds > 0) {
-          this.#hash.update(out.subarray(0, length));
-          length = 0;
-          this.#flushWithheld();
+    // The line state in locals for the loop, written back at its end.
+    let pendingCarriageReturn = this.#pendingCarriageReturn;
+    let pendingSpace = this.#pendingSpace;
+    let lineHasContent = this.#lineHasContent;
+    let index = carriageReturnIsContent ? -1 : 0;
+    for (; index < chunk.length; index++) {
+      let byte = index === -1 ? CR : (chunk[index] as number);
+      if (pendingCarriageReturn) {
+        pendingCarriageReturn = false;
+        if (byte !== LF) {
+          // The CR was content after all: this byte is looked at again after it.
+          byte = CR;
+          index--;
         }
-        this.#lineHasContent = true;
+      } else if (byte === CR && index !== -1) {
+        pendingCarriageReturn = true;
+        continue;
       }
-      if (this.#pendingSpace) {
-        out[length++] = SPACE;
-        this.#pendingSpace = false;
-      }
-      out[length++] = byte;
-    };
-    const endOfLine = () => {
-      if (this.#lineHasContent) {
-        out[length++] = CR;
-        out[length++] = LF;
+      if (byte === LF) {
+        // A line end (a bare LF too, hashed as CRLF). An empty line waits (§3.4.4 b).
+        if (lineHasContent) {
+          out[length++] = CR;
+          out[length++] = LF;
+        } else {
+          this.#withheldLineEnds++;
+        }
+        lineHasContent = false;
+        pendingSpace = false;
+      } else if (byte === SPACE || byte === TAB) {
+        pendingSpace = true; // a run becomes one SP, if content follows on the line (§3.4.4 a)
       } else {
-        this.#withheldLineEnds++;
-      }
-      this.#lineHasContent = false;
-      this.#pendingSpace = false;
-    };
-    if (carriageReturnIsContent) content(CR);
-    for (let index = 0; index < chunk.length; index++) {
-      const byte = chunk[index] as number;
-      if (this.#pendingCarriageReturn) {
-        this.#pendingCarriageReturn = false;
-        if (byte === LF) {
-          endOfLine();
-          continue;
+        if (!lineHasContent) {
+          if (this.#withheldLineEnds > 0) {
+            this.#hash.update(out.subarray(0, length));
+            length = 0;
+            this.#flushWithheld();
+          }
+          lineHasContent = true;
         }
-        content(CR);
+        if (pendingSpace) {
+          out[length++] = SPACE;
+          pendingSpace = false;
+        }
+        out[length++] = byte;
       }
-      if (byte === CR) this.#pendingCarriageReturn = true;
-      else if (byte === LF) endOfLine(); // a bare LF ends a line too, as CRLF
-      else if (byte === SPACE || byte === TAB) this.#pendingSpace = true;
-      else content(byte);
     }
+    this.#pendingCarriageReturn = pendingCarriageReturn;
+    this.#pendingSpace = pendingSpace;
+    this.#lineHasContent = lineHasContent;
     if (length > 0) this.#hash.update(out.subarray(0, length));
   }
 
@@ -174,3 +178,15 @@ export class RelaxedBodyHash {
 }
 
 const spaceOnly = Buffer.from(' ');
+
+/** A space followed by a space or a line end: a run to reduce or trailing whitespace to drop. */
+function hasSpaceRunOrTrailingSpace(chunk: Buffer): boolean {
+  // A plain loop: Buffer#indexOf with a two-byte needle is slower on text full of spaces.
+  for (let index = 0, last = chunk.length - 1; index < last; index++) {
+    if (chunk[index] === SPACE) {
+      const next = chunk[index + 1];
+      if (next === SPACE || next === CR || next === LF) return true;
+    }
+  }
+  return false;
+}

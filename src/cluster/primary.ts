@@ -48,6 +48,11 @@ function sendTo(worker: Worker, message: ToWorker): void {
 export async function runPrimary(options: PrimaryOptions): Promise<number> {
   const { logger, workers: wanted } = options;
   let config = options.config;
+  // Each worker accepts on the shared listening socket itself (SCHED_NONE). node:cluster's default
+  // on Linux, round robin, has the primary accept every connection and pass it over IPC: on 2
+  // cores that costs the primary more than the workers gain (docs/performance.md, "Every core").
+  // NODE_CLUSTER_SCHED_POLICY=rr (Node's own variable) still chooses round robin.
+  if (process.env.NODE_CLUSTER_SCHED_POLICY === undefined) cluster.schedulingPolicy = cluster.SCHED_NONE;
   // Structured clone: a Config crosses the IPC channel as the same data.
   cluster.setupPrimary({ serialization: 'advanced' });
   // One certificate for every worker: made per worker, a client would meet a different one on

@@ -87,8 +87,17 @@ export class MessagePipeline {
   observe(sink: MessageSink, options: PipelineOptions): StreamedWork {
     const work: StreamedWork = {};
     if (options.signs || (this.#sealer && options.check)) {
-      const hasher = new RelaxedBodyHasher();
-      sink.observeBody({ write: (chunk) => hasher.update(chunk), end: () => undefined, abort: () => undefined });
+      const hasher = new RelaxedBodyHasher({ crlfLineEndings: true }); // the sink normalized them
+      // Without a seal to make, a message from a domain the table does not sign needs no hash:
+      // decided once the header is complete, when the body's first bytes come.
+      const sealing = Boolean(this.#sealer && options.check);
+      let needed: boolean | undefined;
+      const write = (chunk: Buffer) => {
+        needed ??= sealing || this.#signer.wouldSign(sink.header);
+        if (needed) hasher.update(chunk);
+        else work.bodyHasher = undefined;
+      };
+      sink.observeBody({ write, end: () => undefined, abort: () => undefined });
       work.bodyHasher = hasher;
     }
     if (options.check) {
@@ -111,6 +120,8 @@ export class MessagePipeline {
       if (!work.bodyHasher) throw new Error('the body hash was not observed for a message that is signed or sealed');
       return work.bodyHasher.digest();
     };
+    // Read only when the signer signs: observe() skipped the hash of a body it would not sign.
+    const lazyBodyHash = { get relaxedSha256() { return bodyHash().relaxedSha256; } };
 
     // Topmost first; each step puts its fields above what is there, as an MTA prepends trace fields.
     let add: string[] = [];
@@ -142,7 +153,7 @@ export class MessagePipeline {
       let signed: SigningResult;
       try {
         // Signing runs after the checks, so the signatures cover any header field they added.
-        signed = await this.#signer.sign({ header: add.length || remove.length ? header() : source.header, body: bodyHash(), receivedFields: received }, { requireSingleFrom: options.requireSingleFrom });
+        signed = await this.#signer.sign({ header: add.length || remove.length ? header() : source.header, body: lazyBodyHash, receivedFields: received }, { requireSingleFrom: options.requireSingleFrom });
       } catch (error) {
         if (error instanceof SigningError) {
           for (const failed of error.signatures) this.#metrics.signature(failed.domain, failed.selector, failed.algorithm, 'error');

@@ -62,7 +62,11 @@ export class SmtpClient implements RelaySession {
   private greeted = false;
   private secure = false;
   private serverCapabilities: Capabilities = noCapabilities;
-  private failure: RelayError | undefined;
+  /**
+   * Why the session is over. A normal close (QUIT) stores only how to build its error, so the
+   * everyday path builds no Error (and no stack trace); `failure` builds it when someone asks.
+   */
+  private ending: RelayError | (() => RelayError) | undefined;
   private inbound: Buffer = Buffer.alloc(0);
   private partialReplyCode = 0;
   private partialReplyLines: string[] = [];
@@ -80,11 +84,13 @@ export class SmtpClient implements RelaySession {
   private dropped = false;
 
   private readonly onSocketError = (error: Error) => {
-    if (!this.failure) this.dropped = true;
+    if (this.ending) return; // already over: this is the echo of our own close
+    this.dropped = true;
     this.fail(this.brokenConnection(`connection to ${this.address} failed: ${errorDescription(error)}`, error));
   };
   private readonly onSocketClose = () => {
-    if (!this.failure) this.dropped = true;
+    if (this.ending) return; // already over: this is the echo of our own close
+    this.dropped = true;
     this.fail(this.brokenConnection(`connection closed by ${this.address}`));
   };
 
@@ -127,7 +133,13 @@ export class SmtpClient implements RelaySession {
   }
 
   get closed(): boolean {
-    return this.failure !== undefined;
+    return this.ending !== undefined;
+  }
+
+  /** The error that ended the session (built now if the session ended normally), or undefined. */
+  private get failure(): RelayError | undefined {
+    if (typeof this.ending === 'function') this.ending = this.ending();
+    return this.ending;
   }
 
   /** True when the session ended because the server closed the connection or it broke. */
@@ -348,7 +360,7 @@ export class SmtpClient implements RelaySession {
 
   /** QUIT and close; never rejects. During a command in progress the connection is just cut. */
   async close(): Promise<void> {
-    if (this.failure || !this.socket) return;
+    if (this.ending || !this.socket) return;
     if (this.commandInProgress) {
       this.fail(new RelayError('protocol', `session with ${this.address} closed during a command`));
       return;
@@ -362,7 +374,7 @@ export class SmtpClient implements RelaySession {
       // The connection is going anyway.
     } finally {
       this.commandInProgress = false;
-      this.fail(new RelayError('protocol', `session with ${this.address} is closed`));
+      this.fail(() => new RelayError('protocol', `session with ${this.address} is closed`));
     }
   }
 
@@ -375,13 +387,13 @@ export class SmtpClient implements RelaySession {
       this.socket = socket;
       const timer = setTimeout(() => {
         socket.destroy();
-        this.failure = new RelayError('timeout', `connect to ${this.address}: no answer within ${timeouts.connectMs} ms`);
+        this.ending = new RelayError('timeout', `connect to ${this.address}: no answer within ${timeouts.connectMs} ms`);
         reject(this.failure);
       }, timeouts.connectMs);
       const onError = (error: Error) => {
         clearTimeout(timer);
         socket.destroy();
-        this.failure = new RelayError('unreachable', `connect to ${this.address}: ${errorDescription(error)}`, {
+        this.ending = new RelayError('unreachable', `connect to ${this.address}: ${errorDescription(error)}`, {
           cause: error,
         });
         reject(this.failure);
@@ -524,13 +536,15 @@ export class SmtpClient implements RelaySession {
   }
 
   /** Marks the session broken (once), cuts the connection and wakes whoever waits. */
-  private fail(error: RelayError): void {
-    if (!this.failure) this.failure = error;
+  private fail(error: RelayError | (() => RelayError)): void {
+    this.ending ??= error;
     this.socket?.destroy();
     const waiter = this.replyWaiter;
     this.replyWaiter = undefined;
-    waiter?.reject(this.failure);
-    for (const listener of this.failureListeners) listener(this.failure);
+    if (!waiter && this.failureListeners.size === 0) return;
+    const failure = this.failure as RelayError;
+    waiter?.reject(failure);
+    for (const listener of this.failureListeners) listener(failure);
     this.failureListeners.clear();
   }
 
@@ -550,7 +564,7 @@ export class SmtpClient implements RelaySession {
   private consume(chunk: Buffer): void {
     this.inbound = this.inbound.length > 0 ? Buffer.concat([this.inbound, chunk]) : chunk;
     let newline = this.inbound.indexOf(0x0a);
-    while (newline !== -1 && !this.failure) {
+    while (newline !== -1 && !this.ending) {
       const end = newline > 0 && this.inbound[newline - 1] === 0x0d ? newline - 1 : newline;
       const line = this.inbound.subarray(0, end).toString('utf8');
       this.inbound = this.inbound.subarray(newline + 1);
@@ -593,7 +607,7 @@ export class SmtpClient implements RelaySession {
   private readReply(timeoutMs: number, awaiting: string): Promise<WireReply> {
     const queued = this.unreadReplies.shift();
     if (queued) return Promise.resolve(queued);
-    if (this.failure) return Promise.reject(this.failure);
+    if (this.ending) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.replyWaiter = undefined;
@@ -622,7 +636,7 @@ export class SmtpClient implements RelaySession {
 
   /** Writes, waiting for 'drain' when the socket buffer is full (each wait bounded by commandMs). */
   private async write(bytes: Buffer, description: string): Promise<void> {
-    if (this.failure) throw this.failure;
+    if (this.ending) throw this.failure;
     const socket = this.socket;
     if (!socket) throw this.failWith('protocol', 'not connected');
     if (bytes.length === 0 || socket.write(bytes)) return;
@@ -650,7 +664,7 @@ export class SmtpClient implements RelaySession {
 
   /** The session is used in step: one verb at a time, never after it broke. */
   private async exclusive<T>(operation: () => Promise<T>): Promise<T> {
-    if (this.failure) throw this.failure;
+    if (this.ending) throw this.failure;
     // A session being closed (its client left while a command was being decided) is a relay
     // session that is gone, not a programming error.
     if (this.quitting) throw new RelayError('protocol', `session with ${this.address} is closing`);

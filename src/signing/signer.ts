@@ -46,6 +46,19 @@ export class Signer {
     this.#now = now;
   }
 
+  /**
+   * Whether sign() would sign a message with this header (From domain in the signing table), so
+   * the body hash can be skipped for one it would not. sign() decides again and asks for the
+   * body hash only when it signs.
+   */
+  wouldSign(header: Buffer | readonly HeaderField[]): boolean {
+    try {
+      return this.#table.lookup(singleFromAddress(header).domain) !== undefined;
+    } catch {
+      return false; // no single From: refused or relayed unsigned, never signed
+    }
+  }
+
   /** Throws SmtpReplyError (From rule) or SigningError (never silently unsigned). */
   async sign(message: MessageToSign, options: SignerOptions): Promise<SigningResult> {
     let fromDomain: string;

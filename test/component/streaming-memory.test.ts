@@ -37,6 +37,9 @@ async function startSelloProcess(t: TestContext, limits: { maxMessageSize: strin
     configFile,
     JSON.stringify({
       hostname: 'sello.test',
+      // One process: with workers (the default is one per CPU) the message passes through a
+      // worker and the pid measured, the primary's, would show no growth whatever sello held.
+      workers: 1,
       listeners: [{ name: 'submission', role: 'submission', listen: `127.0.0.1:${port}`, trustedNetworks: ['127.0.0.1/32'] }],
       relay: { target: sink.url, starttls: 'never' },
       signing: { keysDir, domains: { 'example.com': ['rsa1'] } },

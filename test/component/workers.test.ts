@@ -82,7 +82,11 @@ async function startCluster(t: TestContext, sinkOptions: SinkOptions = {}) {
       ].join('\n'),
     );
   await writeConfig('s1');
-  const child = spawn(process.execPath, [bin, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Round robin (Node's NODE_CLUSTER_SCHED_POLICY): consecutive connections alternate between the
+  // workers, so these tests know both took part. sello's default lets the workers accept
+  // themselves, where the kernel picks the worker.
+  const env = { ...process.env, NODE_CLUSTER_SCHED_POLICY: 'rr' };
+  const child = spawn(process.execPath, [bin, 'serve', '--config', configFile], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (text: string) => (stdout += text));

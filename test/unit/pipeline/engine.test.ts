@@ -9,7 +9,7 @@ import { describe, test } from 'node:test';
 import { parseConfig } from '../../../src/config/load.ts';
 import { dnsError, type DnsResolve } from '../../../src/dns/types.ts';
 import { createMetrics } from '../../../src/observability/metrics.ts';
-import type { MessageSource } from '../../../src/message/index.ts';
+import { MessageSink, type MessageSource } from '../../../src/message/index.ts';
 import { InboundChecks, MessagePipeline, TransactionEngine, type ClientFacts, type EndVerdict, type EngineSession, type FrontEnd } from '../../../src/pipeline/index.ts';
 import type { KeyStore } from '../../../src/signing/key-store.ts';
 import { Signer } from '../../../src/signing/signer.ts';
@@ -270,5 +270,37 @@ describe('the streaming form: receive() then end(sink)', () => {
     }
     const foreign = other.receive();
     await assert.rejects(session.end(foreign), /must come from this transaction's receive/);
+  });
+});
+
+describe('the body hash is made only for a message that is signed or sealed', () => {
+  const sinkOptions = { maxMessageSize: 1 << 20, maxHeaderSize: 1 << 16, bareLineEndings: 'normalize' as const, nul: 'reject' as const, spillThreshold: Infinity, spillDirectory: '/nonexistent' };
+  const pipelineFor = () => {
+    const config = parseConfig({ hostname: 'mx.example.org', listeners: [{ name: 'sub', role: 'submission', listen: '127.0.0.1:0' }], signing: { keysDir: '/nonexistent', domains: { 'example.com': 'ed1' } } });
+    return new MessagePipeline(config, new Signer(new SigningTable(config.signing.domains), keys, config.signing));
+  };
+  const options = { signs: true, requireSingleFrom: false };
+
+  test('a From domain the table does not sign: the body is not hashed, and the message is relayed unsigned', async () => {
+    const pipeline = pipelineFor();
+    const sink = new MessageSink(sinkOptions);
+    const work = pipeline.observe(sink, options);
+    assert.ok(work.bodyHasher, 'a hasher waits for the header');
+    await sink.write(Buffer.from('From: Carol <carol@elsewhere.example>\r\nSubject: hi\r\n\r\nHello\r\n'));
+    assert.equal(work.bodyHasher, undefined, 'dropped at the first body bytes');
+    const prepared = await pipeline.process(await sink.finish(), options, work);
+    assert.deepEqual(prepared.signing, { signed: false, reason: 'domain-not-configured', fromDomain: 'elsewhere.example' });
+  });
+
+  test('a From domain the table signs: the body is hashed as it streams, and the signature carries its hash', async () => {
+    const pipeline = pipelineFor();
+    const sink = new MessageSink(sinkOptions);
+    const work = pipeline.observe(sink, options);
+    for (const piece of ['From: Alice <alice@example.com>\r\nSubj', 'ect: hi\r\n\r\nHel', 'lo\r\n']) await sink.write(Buffer.from(piece));
+    assert.ok(work.bodyHasher);
+    const prepared = await pipeline.process(await sink.finish(), options, work);
+    assert.equal(prepared.signing.signed, true);
+    // RFC 6376 §3.4.4 relaxed "Hello\r\n", SHA-256, base64.
+    assert.ok(prepared.edits.add.join('').includes('bh=Ba3gj8+xBPQLJTahTfzW6RbWQ/XPgESxkCi2B66PSQg=;'), prepared.edits.add.join(''));
   });
 });

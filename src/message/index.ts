@@ -4,6 +4,7 @@
 // relay/ or smtp/ (they all import it).
 
 export * from './message.ts';
+export * from './line-endings.ts';
 export * from './header-edits.ts';
 export * from './message-sink.ts';
 export * from './spill-directory.ts';

@@ -1,6 +1,6 @@
 // The message as it streams in during DATA, with bounded memory (docs/performance.md "Memory").
-// Owns: the line-ending policy applied chunk by chunk (a CR at the end of one chunk pairs with an
-// LF at the start of the next), the header section held in memory up to limits.maxHeaderSize,
+// Owns: the line-ending policy applied chunk by chunk (line-endings.ts: a CR at the end of one
+// chunk pairs with an LF at the start of the next), the header section held in memory up to limits.maxHeaderSize,
 // counting and discarding an oversized message, the body in memory up to data.spillThreshold and
 // in a private temporary file (0600, O_EXCL) past it, and handing every byte to the observers the
 // engine attached (body hashes, the DKIM/ARC verifier) as it arrives.
@@ -9,93 +9,16 @@
 import { randomBytes } from 'node:crypto';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { Replies, SmtpReplyError, type SmtpReply } from '../errors.ts';
+import { LineEndingNormalizer } from './line-endings.ts';
 import { stripNul } from './message.ts';
 import { forgetSpillDirectory, spillDirectoryReady, spillFileName } from './spill-directory.ts';
 
 const CR = 0x0d;
 const LF = 0x0a;
-const lineFeed = Buffer.from('\n');
-const lineEnd = Buffer.from('\r\n');
 const emptyLine = Buffer.from('\r\n\r\n');
 /** Size of the pieces a spilled body is read back in. */
 const readChunkBytes = 64 * 1024;
 
-/**
- * The line-ending policy of PRODUCT.md §4 ("the bytes signed are the bytes relayed") for a message
- * that arrives in chunks: every bare CR, bare LF (and the CR of a CR CR LF run) becomes CRLF, and
- * a final CRLF is added if missing (RFC 5321 §4.1.1.4), exactly as normalizeLineEndings does for
- * the whole message at once. A chunk with only CRLF endings is passed on as it is, not copied.
- */
-export class LineEndingNormalizer {
-  /** The output so far ends in a CR whose LF is not known yet (the chunk ended there). */
-  #openCarriageReturn = false;
-  #lastByte = -1;
-  #secondToLastByte = -1;
-  /** A bare CR or LF was seen (data.bareLineEndings: reject refuses the message). */
-  sawBareLineEnding = false;
-
-  /** `chunk` with its line endings made CRLF (the same Buffer when they already are). */
-  push(chunk: Buffer): Buffer {
-    if (chunk.length === 0) return chunk;
-    const out = this.#isClean(chunk) ? chunk : this.#normalize(chunk);
-    this.#openCarriageReturn = chunk[chunk.length - 1] === CR;
-    if (out.length >= 2) this.#secondToLastByte = out[out.length - 2] as number;
-    else if (out.length === 1) this.#secondToLastByte = this.#lastByte;
-    if (out.length > 0) this.#lastByte = out[out.length - 1] as number;
-    return out;
-  }
-
-  /** What ends the message: the LF of a final bare CR, or a CRLF when the message lacks one. */
-  end(): Buffer {
-    if (this.#openCarriageReturn) {
-      // A CR at the very end of the data is bare.
-      this.sawBareLineEnding = true;
-      this.#openCarriageReturn = false;
-      return lineFeed;
-    }
-    if (this.#lastByte === -1 || (this.#secondToLastByte === CR && this.#lastByte === LF)) return Buffer.alloc(0);
-    return lineEnd;
-  }
-
-  /** True when every CR in `chunk` is followed by LF (or ends it) and every LF follows a CR. */
-  #isClean(chunk: Buffer): boolean {
-    if (this.#openCarriageReturn && chunk[0] !== LF) return false;
-    for (let index = chunk.indexOf(LF); index !== -1; index = chunk.indexOf(LF, index + 1)) {
-      if (index === 0 ? !this.#openCarriageReturn : chunk[index - 1] !== CR) return false;
-    }
-    for (let index = chunk.indexOf(CR); index !== -1; index = chunk.indexOf(CR, index + 1)) {
-      if (index < chunk.length - 1 && chunk[index + 1] !== LF) return false;
-    }
-    return true;
-  }
-
-  #normalize(chunk: Buffer): Buffer {
-    this.sawBareLineEnding = true;
-    const out = Buffer.allocUnsafe(chunk.length * 2 + 1);
-    let length = 0;
-    let index = 0;
-    if (this.#openCarriageReturn) {
-      // The previous chunk ended in CR and already sent it: complete that line end here.
-      out[length++] = LF;
-      if (chunk[0] === LF) index = 1;
-    }
-    for (; index < chunk.length; index++) {
-      const byte = chunk[index] as number;
-      if (byte === CR) {
-        out[length++] = CR;
-        if (index === chunk.length - 1) break; // its LF (given or added) comes with the next chunk or end()
-        if (chunk[index + 1] === LF) index++;
-        out[length++] = LF;
-      } else if (byte === LF) {
-        out[length++] = CR;
-        out[length++] = LF;
-      } else {
-        out[length++] = byte;
-      }
-    }
-    return out.subarray(0, length);
-  }
-}
 
 /** Something that takes the message bytes (CRLF line endings applied) as they arrive. */
 export interface MessageObserver {

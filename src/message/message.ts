@@ -4,6 +4,7 @@
 
 import addressparser from 'nodemailer/lib/addressparser';
 import { Replies, SmtpReplyError } from '../errors.ts';
+import { normalizeLineEndings } from './line-endings.ts';
 import type { HeaderField } from './header-edits.ts';
 
 const CR = 0x0d;
@@ -18,35 +19,6 @@ export function hasBareLineEnding(data: Buffer): boolean {
     if (data[index + 1] !== LF) return true;
   }
   return false;
-}
-
-/**
- * Every bare CR, bare LF (and the CR of a CR CR LF run) becomes CRLF, and a final CRLF is added
- * if missing, so the bytes signed are the bytes the relay sends: the relay must end the data
- * with CRLF "." CRLF (RFC 5321 §4.1.1.4), and after this no line ending can be read two ways,
- * so no "\n.\n" or "\r.\r" can end the message early downstream (SMTP smuggling).
- */
-export function normalizeLineEndings(data: Buffer): Buffer {
-  const out = Buffer.allocUnsafe(data.length * 2 + 2);
-  let length = 0;
-  for (let index = 0; index < data.length; index++) {
-    const byte = data[index] as number;
-    if (byte === CR) {
-      if (data[index + 1] === LF) index++;
-      out[length++] = CR;
-      out[length++] = LF;
-    } else if (byte === LF) {
-      out[length++] = CR;
-      out[length++] = LF;
-    } else {
-      out[length++] = byte;
-    }
-  }
-  if (length > 0 && !(out[length - 2] === CR && out[length - 1] === LF)) {
-    out[length++] = CR;
-    out[length++] = LF;
-  }
-  return Buffer.from(out.subarray(0, length));
 }
 
 /** Removes every NUL byte. */

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { dkimBody } from 'mailauth/lib/dkim/body/index.js';
-import { LineEndingNormalizer } from '../../../src/message/message-sink.ts';
+import { LineEndingNormalizer } from '../../../src/message/line-endings.ts';
 import { RelaxedBodyHash } from '../../../src/signing/relaxed-body-hash.ts';
 
 /** mailauth's relaxed/SHA-256 body hash of `body`, given whole: the reference. */

@@ -4,6 +4,8 @@
 // end-of-data lookalikes, huge lines, random bytes, and a disconnect (FIN, destroy or reset) at
 // any stage. Must not: know what sello answers (the harness judges the outcome).
 
+import { seededRandom } from '../helpers/random.ts';
+
 /** One thing the fuzzing client does. */
 export type Action =
   | { kind: 'write'; bytes: Buffer }
@@ -22,18 +24,6 @@ export interface FuzzSession {
   ending: Ending;
 }
 
-/** mulberry32: small, fast, and the same sequence for the same seed everywhere. */
-export function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let value = state;
-    value = Math.imul(value ^ (value >>> 15), value | 1);
-    value ^= value + Math.imul(value ^ (value >>> 7), value | 61);
-    return ((value ^ (value >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** End-of-data lookalikes (SEC Consult's SMTP smuggling variants, NUL forms included). */
 export const LOOKALIKES = ['\n.\n', '\n.\r\n', '\r.\r', '\r.\r\n', '\r\n.\r', '\r\n.\n', '\n.\r', '\r.\n', '\r\n\x00.\r\n', '\r\n.\x00\r\n', '\n\x00.\n', '\r\x00.\r', '\r\r\n.\r\r\n'];
 
@@ -42,7 +32,7 @@ const LINE_ENDS = ['\r\n', '\r\n', '\r\n', '\r\n', '\n', '\r', ''];
 class Picker {
   readonly next: () => number;
   constructor(seed: number) {
-    this.next = random(seed);
+    this.next = seededRandom(seed);
   }
   int(below: number): number {
     return Math.floor(this.next() * below);

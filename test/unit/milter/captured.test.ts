@@ -19,6 +19,7 @@ import { MilterConnection } from '../../../src/milter/connection.ts';
 import { MilterServer } from '../../../src/milter/server.ts';
 import type { FrontEnd } from '../../../src/pipeline/session.ts';
 import { FakeEngine, record } from './fake-engine.ts';
+import { seededRandom } from '../../helpers/random.ts';
 
 const FIXTURES = path.join(import.meta.dirname, '../../fixtures/milter');
 
@@ -112,18 +113,6 @@ describe('captured Postfix exchanges', () => {
   }
 });
 
-/** mulberry32: a small seeded PRNG, so a failing case can be replayed from its seed. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let value = state;
-    value = Math.imul(value ^ (value >>> 15), value | 1);
-    value ^= value + Math.imul(value ^ (value >>> 7), value | 61);
-    return ((value ^ (value >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** One mutation of `input`: flip, overwrite, insert, delete, duplicate a slice, or truncate. */
 function mutate(input: Buffer, next: () => number): Buffer {
   const at = () => Math.floor(next() * input.length);
@@ -152,7 +141,7 @@ describe('fuzz: mutated captured exchanges', () => {
   const MAX_MS = 15_000;
 
   test(`decoder and connection fail only with MilterProtocolError (seed ${SEED}, ≤ ${MAX_CASES} cases, ≤ ${MAX_MS / 1000} s)`, async () => {
-    const next = random(SEED);
+    const next = seededRandom(SEED);
     const inputs = CAPTURES.map((name) => capture(name).mta);
     const started = Date.now();
     let cases = 0;

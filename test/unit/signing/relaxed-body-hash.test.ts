@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import { dkimBody } from 'mailauth/lib/dkim/body/index.js';
 import { LineEndingNormalizer } from '../../../src/message/line-endings.ts';
 import { RelaxedBodyHash } from '../../../src/signing/relaxed-body-hash.ts';
+import { seededRandom } from '../../helpers/random.ts';
 
 /** mailauth's relaxed/SHA-256 body hash of `body`, given whole: the reference. */
 function mailauthHash(body: Buffer): string {
@@ -15,18 +16,6 @@ function ourHash(chunks: readonly Buffer[], crlfLineEndings: boolean): string {
   const hash = new RelaxedBodyHash({ crlfLineEndings });
   for (const chunk of chunks) hash.update(chunk);
   return hash.digest();
-}
-
-/** A small deterministic generator (mulberry32), so a failure can be replayed from its seed. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Bodies built from the pieces canonicalization cares about: whitespace, line ends, empty lines. */
@@ -61,7 +50,7 @@ test('relaxed body hash: the same as mailauth on fixed bodies, given whole and b
 });
 
 test('relaxed body hash: the same as mailauth on 3000 random bodies in random chunks (any line endings)', () => {
-  const next = random(9);
+  const next = seededRandom(9);
   for (let round = 0; round < 3000; round++) {
     const body = randomBody(next, Math.floor(next() * 120), anyPieces);
     assert.equal(ourHash(randomCuts(next, body), false), mailauthHash(body), `round ${round}: ${JSON.stringify(body.toString('latin1'))}`);
@@ -69,7 +58,7 @@ test('relaxed body hash: the same as mailauth on 3000 random bodies in random ch
 });
 
 test('relaxed body hash: the CRLF fast path gives mailauth\'s hash on 3000 normalized random bodies in random chunks', () => {
-  const next = random(17);
+  const next = seededRandom(17);
   for (let round = 0; round < 3000; round++) {
     const body = randomBody(next, Math.floor(next() * 160), crlfPieces);
     // What the hasher sees in sello: the sink's normalizer output, chunk by chunk.

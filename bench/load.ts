@@ -59,6 +59,63 @@ function resetOne(connection: SMTPConnection): Promise<void> {
   return new Promise((resolve, reject) => connection.reset((error) => (error ? reject(error) : resolve())));
 }
 
+export interface RunOptions {
+  /** Keep sending past `count` until this much time has passed (short runs are too noisy). */
+  minimumMs?: number;
+  /** Give up (throw) after this long. */
+  deadlineMs: number;
+}
+
+/** One client loop of a mode: whether it can still send, how it sends one message, how it recovers. */
+interface Sender {
+  alive(): boolean;
+  /** Sends one message; rejects when it was not accepted. Timed from the call. */
+  send(): Promise<void>;
+  /** After a failed message (session mode: RSET, or mark the session broken). */
+  recover?(): Promise<void>;
+}
+
+/**
+ * The run both modes share: `count` messages (more if they took under `minimumMs`) drawn from
+ * one counter by every sender, each timed, failures counted with a few samples, and this
+ * process's CPU; resolves when every message sent has been answered.
+ */
+async function runSenders(count: number, options: RunOptions, senders: readonly Sender[]): Promise<LoadResult> {
+  const latencies: number[] = [];
+  let sent = 0;
+  let errors = 0;
+  const errorSamples = new Set<string>();
+  const started = performance.now();
+  const minimumEnd = started + (options.minimumMs ?? 0);
+  const deadline = started + options.deadlineMs;
+  const cpuBefore = process.cpuUsage();
+
+  const loop = async (sender: Sender) => {
+    while (sender.alive()) {
+      const now = performance.now();
+      if (sent >= count && now >= minimumEnd) break;
+      if (now > deadline) throw new Error(`run did not finish within ${options.deadlineMs} ms`);
+      sent++;
+      try {
+        await sender.send();
+        latencies.push(performance.now() - now);
+      } catch (error) {
+        errors++;
+        if (errorSamples.size < 3) errorSamples.add(error instanceof Error ? error.message : String(error));
+        await sender.recover?.();
+      }
+    }
+  };
+  await Promise.all(senders.map(loop));
+  const wallMs = performance.now() - started;
+  const cpu = process.cpuUsage(cpuBefore);
+  if (sent < count) {
+    errors += count - sent;
+    errorSamples.add(`${count - sent} messages not sent: every session broke`);
+  }
+  return { latenciesMs: Float64Array.from(latencies), sent, wallMs, clientCpuMicros: cpu.user + cpu.system, errors, errorSamples: [...errorSamples] };
+}
+
 export class LoadGenerator {
   readonly #connections: SMTPConnection[];
   /** Set when a connection broke; that session sends nothing more. */
@@ -88,40 +145,19 @@ export class LoadGenerator {
    * Sends `count` messages, and more if they took under `minimumMs`, all sessions drawing from
    * one counter; resolves when every message sent has been answered.
    */
-  async run(count: number, envelope: Envelope, message: Buffer, options: { minimumMs?: number; deadlineMs: number }): Promise<LoadResult> {
-    const latencies: number[] = [];
-    let sent = 0;
-    let errors = 0;
-    const errorSamples = new Set<string>();
-    const started = performance.now();
-    const minimumEnd = started + (options.minimumMs ?? 0);
-    const deadline = started + options.deadlineMs;
-    const cpuBefore = process.cpuUsage();
-
-    const session = async (connection: SMTPConnection) => {
-      while (!this.#broken.has(connection)) {
-        const now = performance.now();
-        if (sent >= count && now >= minimumEnd) break;
-        if (now > deadline) throw new Error(`run did not finish within ${options.deadlineMs} ms`);
-        sent++;
-        try {
-          await sendOne(connection, envelope, message);
-          latencies.push(performance.now() - now);
-        } catch (error) {
-          errors++;
-          if (errorSamples.size < 3) errorSamples.add(error instanceof Error ? error.message : String(error));
-          if (!this.#broken.has(connection)) await resetOne(connection).catch(() => this.#broken.add(connection));
-        }
-      }
-    };
-    await Promise.all(this.#connections.map(session));
-    const wallMs = performance.now() - started;
-    const cpu = process.cpuUsage(cpuBefore);
-    if (sent < count) {
-      errors += count - sent;
-      errorSamples.add(`${count - sent} messages not sent: every session broke`);
-    }
-    return { latenciesMs: Float64Array.from(latencies), sent, wallMs, clientCpuMicros: cpu.user + cpu.system, errors, errorSamples: [...errorSamples] };
+  run(count: number, envelope: Envelope, message: Buffer, options: RunOptions): Promise<LoadResult> {
+    const broken = this.#broken;
+    return runSenders(
+      count,
+      options,
+      this.#connections.map((connection) => ({
+        alive: () => !broken.has(connection),
+        send: () => sendOne(connection, envelope, message),
+        recover: async () => {
+          if (!broken.has(connection)) await resetOne(connection).catch(() => broken.add(connection));
+        },
+      })),
+    );
   }
 
   /** QUIT on every session. */
@@ -147,45 +183,23 @@ export class PerConnectionLoad {
     this.#concurrency = concurrency;
   }
 
-  async run(count: number, envelope: Envelope, message: Buffer, options: { minimumMs?: number; deadlineMs: number }): Promise<LoadResult> {
-    const latencies: number[] = [];
-    let sent = 0;
-    let errors = 0;
-    const errorSamples = new Set<string>();
-    const started = performance.now();
-    const minimumEnd = started + (options.minimumMs ?? 0);
-    const deadline = started + options.deadlineMs;
-    const cpuBefore = process.cpuUsage();
-
-    const client = async () => {
-      for (;;) {
-        const now = performance.now();
-        if (sent >= count && now >= minimumEnd) break;
-        if (now > deadline) throw new Error(`run did not finish within ${options.deadlineMs} ms`);
-        sent++;
-        let connection: SMTPConnection | undefined;
-        try {
-          connection = await connectOne(this.#port);
-          this.#open.add(connection);
-          await sendOne(connection, envelope, message);
-          latencies.push(performance.now() - now);
-        } catch (error) {
-          errors++;
-          if (errorSamples.size < 3) errorSamples.add(error instanceof Error ? error.message : String(error));
-        } finally {
-          if (connection) {
-            const done = connection;
-            done.once('end', () => this.#open.delete(done));
-            done.on('error', () => this.#open.delete(done));
-            done.quit();
-          }
+  run(count: number, envelope: Envelope, message: Buffer, options: RunOptions): Promise<LoadResult> {
+    const send = async () => {
+      let connection: SMTPConnection | undefined;
+      try {
+        connection = await connectOne(this.#port);
+        this.#open.add(connection);
+        await sendOne(connection, envelope, message);
+      } finally {
+        if (connection) {
+          const done = connection;
+          done.once('end', () => this.#open.delete(done));
+          done.on('error', () => this.#open.delete(done));
+          done.quit();
         }
       }
     };
-    await Promise.all(Array.from({ length: this.#concurrency }, client));
-    const wallMs = performance.now() - started;
-    const cpu = process.cpuUsage(cpuBefore);
-    return { latenciesMs: Float64Array.from(latencies), sent, wallMs, clientCpuMicros: cpu.user + cpu.system, errors, errorSamples: [...errorSamples] };
+    return runSenders(count, options, Array.from({ length: this.#concurrency }, () => ({ alive: () => true, send })));
   }
 
   /** Cuts whatever has not finished its QUIT yet. */

@@ -23,6 +23,8 @@ esac
 
 say() { echo "setup-postfix: $*" >&2; }
 die() { say "error: $*"; exit 1; }
+# shellcheck source=test/interop/unpack-debian.sh
+. "$(dirname "$0")/unpack-debian.sh"
 
 [ "$(id -u)" -eq 0 ] || die "run as root (it creates $ROOT and the postfix user)"
 case "$ROOT" in /*) ;; *) die "SELLO_POSTFIX_ROOT must be an absolute path: $ROOT" ;; esac
@@ -58,35 +60,17 @@ fi
 work="$(mktemp -d)"
 staging=""
 trap 'rm -rf "$work" ${staging:+"$staging"}' EXIT
-# apt drops to _apt for downloads; let it write here (otherwise it warns and downloads as root).
-if getent passwd _apt >/dev/null; then chown _apt "$work"; fi
-if ! (cd "$work" && apt-get download -q postfix >&2); then
-  say "apt-get download failed; running apt-get update once"
-  apt-get update -qq >&2
-  (cd "$work" && apt-get download -q postfix >&2) || die "apt-get download postfix failed"
-fi
+fetch_debs "$work" postfix
 deb="$(ls "$work"/postfix_*.deb)"
 version="$(dpkg-deb -f "$deb" Version)"
 
-# ---------- shared libraries: install what is missing (libraries never conflict with exim4) ----------
-missing=()
-for package in $(dpkg-deb -f "$deb" Depends | tr ',|' '\n\n' | sed -E 's/\(.*\)//; s/[[:space:]]//g' | grep -E '^lib' | sort -u); do
-  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then missing+=("$package"); fi
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  say "installing libraries postfix needs: ${missing[*]}"
-  env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-fi
+# ---------- shared libraries: install what is missing ----------
+install_missing_libraries postfix "$deb"
 
 # ---------- unpack into a fresh tree, then swap it in ----------
-mkdir -p "$(dirname "$ROOT")"
 staging="$ROOT.new.$$"
-rm -rf "$staging"
-dpkg-deb -x "$deb" "$staging"
-# No setuid/setgid programs outside the package manager's knowledge (postdrop, postqueue): the
-# tests submit over SMTP only.
-find "$staging" -type f -perm /6000 -exec chmod ug-s {} +
-chown -R root:root "$staging"
+# postdrop and postqueue lose their setgid bit: the tests submit over SMTP only.
+unpack_debs "$staging" "$deb"
 
 unresolved="$(
   for binary in "$staging"/usr/sbin/* "$staging"/usr/lib/postfix/sbin/* "$staging"/usr/lib/postfix/*.so; do
@@ -97,11 +81,7 @@ unresolved="$(
 )"
 [ -z "$unresolved" ] || die "unresolved shared libraries (LD_LIBRARY_PATH=$ROOT/usr/lib/postfix):"$'\n'"$unresolved"
 
-echo "$version" >"$staging/.sello-postfix-version"
-rm -rf "$ROOT.old"
-if [ -e "$ROOT" ]; then mv "$ROOT" "$ROOT.old"; fi
-mv "$staging" "$ROOT"
-rm -rf "$ROOT.old"
+swap_in "$staging" "$ROOT" .sello-postfix-version "$version"
 
 mail_version="$(probe_version)" || die "$ROOT/usr/sbin/postconf does not run"
 say "postfix $version (Postfix $mail_version) unpacked into $ROOT"

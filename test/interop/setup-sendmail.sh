@@ -23,6 +23,8 @@ esac
 
 say() { echo "setup-sendmail: $*" >&2; }
 die() { say "error: $*"; exit 1; }
+# shellcheck source=test/interop/unpack-debian.sh
+. "$(dirname "$0")/unpack-debian.sh"
 
 [ "$(id -u)" -eq 0 ] || die "run as root (it creates $ROOT)"
 case "$ROOT" in /*) ;; *) die "SELLO_SENDMAIL_ROOT must be an absolute path: $ROOT" ;; esac
@@ -49,40 +51,19 @@ fi
 work="$(mktemp -d)"
 staging=""
 trap 'rm -rf "$work" ${staging:+"$staging"}' EXIT
-if getent passwd _apt >/dev/null; then chown _apt "$work"; fi
-if ! (cd "$work" && apt-get download -q sendmail-bin sendmail-cf >&2); then
-  say "apt-get download failed; running apt-get update once"
-  apt-get update -qq >&2
-  (cd "$work" && apt-get download -q sendmail-bin sendmail-cf >&2) || die "apt-get download sendmail-bin sendmail-cf failed"
-fi
+fetch_debs "$work" sendmail-bin sendmail-cf
 bin_deb="$(ls "$work"/sendmail-bin_*.deb)"
 version="$(dpkg-deb -f "$bin_deb" Version)"
 
-# Shared libraries (never conflict with exim4) and m4 (sendmail-cf's dependency).
-missing=()
-for package in m4 $(dpkg-deb -f "$bin_deb" Depends | tr ',|' '\n\n' | sed -E 's/\(.*\)//; s/[[:space:]]//g' | grep -E '^lib' | sort -u); do
-  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then missing+=("$package"); fi
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  say "installing what sendmail needs: ${missing[*]}"
-  env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-fi
+# Shared libraries and m4 (sendmail-cf's dependency, which builds sendmail.cf).
+install_missing_libraries sendmail "$bin_deb" m4
 
-mkdir -p "$(dirname "$ROOT")"
 staging="$ROOT.new.$$"
-rm -rf "$staging"
-for deb in "$work"/*.deb; do dpkg-deb -x "$deb" "$staging"; done
-# No setuid/setgid programs outside the package manager's knowledge: the tests run it as root.
-find "$staging" -type f -perm /6000 -exec chmod ug-s {} +
-chown -R root:root "$staging"
+unpack_debs "$staging" "$work"/*.deb
 unresolved="$(ldd "$staging/usr/libexec/sendmail/sendmail" 2>/dev/null | grep 'not found' || true)"
 [ -z "$unresolved" ] || die "unresolved shared libraries: $unresolved"
 
-echo "$version" >"$staging/.sello-sendmail-version"
-rm -rf "$ROOT.old"
-if [ -e "$ROOT" ]; then mv "$ROOT" "$ROOT.old"; fi
-mv "$staging" "$ROOT"
-rm -rf "$ROOT.old"
+swap_in "$staging" "$ROOT" .sello-sendmail-version "$version"
 probe || die "$ROOT/usr/libexec/sendmail/sendmail does not run"
 say "sendmail-bin $version unpacked into $ROOT"
 echo "$ROOT"

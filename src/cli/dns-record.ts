@@ -3,8 +3,8 @@
 // Must not: create, change or move key files, touch DNS, or call process.exit.
 
 import { UsageError } from '../errors.ts';
-import { dnsRecordValue, formatRecord, isRecordFormat, keyPath, loadKey, validateDomain, validateSelector } from '../signing/keys.ts';
-import { asUsage, parseCommandArgs } from './args.ts';
+import { dnsRecordValue, formatRecord, keyPath, loadKey, validateDomain, validateSelector } from '../signing/keys.ts';
+import { asUsage, parseCommandArgs, recordFormatFlag } from './args.ts';
 import type { Command } from './io.ts';
 
 export const dnsRecordUsage = `usage: sello dns-record <domain> <selector> [options]
@@ -36,8 +36,7 @@ export const dnsRecordCommand: Command = async (args, io) => {
   if (positionals.length !== 2) {
     throw new UsageError(`expected a domain and a selector, got ${String(positionals.length)} arguments (see sello dns-record --help)`);
   }
-  const format = values.format ?? 'bind';
-  if (!isRecordFormat(format)) throw new UsageError(`--format must be bind, value or json, not ${JSON.stringify(format)}`);
+  const format = recordFormatFlag(values.format);
   const keysDir = values['keys-dir'] ?? 'keys';
   if (keysDir === '') throw new UsageError('--keys-dir must not be empty');
   const domain = asUsage(() => validateDomain(positionals[0] ?? ''));

@@ -9,12 +9,10 @@ import {
   dnsRecordValue,
   formatRecord,
   generateKey,
-  isRecordFormat,
   keyPath,
   loadKey,
   recordName,
   rsaKeySizes,
-  validateDomain,
   validateSelector,
   writeKey,
   writeRecordFile,
@@ -22,7 +20,7 @@ import {
   type RecordTags,
   type RsaKeySize,
 } from '../signing/keys.ts';
-import { asUsage, parseCommandArgs } from './args.ts';
+import { algorithmFlag, asUsage, onlyDomain, parseCommandArgs, recordFormatFlag } from './args.ts';
 import type { CliIo, Command } from './io.ts';
 import { defaultKeysDir } from './keys-dir.ts';
 
@@ -153,15 +151,8 @@ function parseKeygenArgs(args: string[]): KeygenOptions | 'help' {
     },
   });
   if (values.help) return 'help';
-  if (positionals.length !== 1) {
-    throw new UsageError(`expected exactly one domain, got ${String(positionals.length)} arguments (see sello keygen --help)`);
-  }
-  const domain = asUsage(() => validateDomain(positionals[0] ?? ''));
-
-  const algorithm = values.algorithm ?? 'rsa';
-  if (algorithm !== 'rsa' && algorithm !== 'ed25519' && algorithm !== 'both') {
-    throw new UsageError(`--algorithm must be rsa, ed25519 or both, not ${JSON.stringify(algorithm)}`);
-  }
+  const domain = onlyDomain('keygen', positionals);
+  const algorithm = algorithmFlag(values.algorithm) ?? 'rsa';
   let bits: RsaKeySize | undefined;
   if (values.bits !== undefined) {
     if (algorithm === 'ed25519') throw new UsageError('--bits applies to RSA keys only; Ed25519 keys have a fixed size');
@@ -170,8 +161,7 @@ function parseKeygenArgs(args: string[]): KeygenOptions | 'help' {
       throw new UsageError(`--bits must be 2048, 3072 or 4096 (or 1024, the RFC 8301 minimum), not ${JSON.stringify(values.bits)}`);
     }
   }
-  const format = values.format ?? 'bind';
-  if (!isRecordFormat(format)) throw new UsageError(`--format must be bind, value or json, not ${JSON.stringify(format)}`);
+  const format = recordFormatFlag(values.format);
   const keysDir = values['keys-dir'];
   if (keysDir === '') throw new UsageError('--keys-dir must not be empty');
   const selector = values.selector === undefined ? undefined : asUsage(() => validateSelector(values.selector ?? ''));

@@ -16,10 +16,8 @@ import {
   dnsRecordValue,
   formatRecord,
   generateKey,
-  isRecordFormat,
   keyPath,
   loadKey,
-  validateDomain,
   validateSelector,
   writeKey,
   type KeyAlgorithm,
@@ -27,7 +25,7 @@ import {
 } from '../signing/keys.ts';
 import { checkKey } from '../signing/key-check.ts';
 import { DEFAULT_ROTATION_TIMING, promote, readRotation, removableFrom, rotationPath, writeRotation, type RotationKey, type RotationState, type RotationTiming } from '../signing/rotation.ts';
-import { asUsage, parseCommandArgs, parseDnsServerFlag } from './args.ts';
+import { algorithmFlag, asUsage, onlyDomain, parseCommandArgs, parseDnsServerFlag, recordFormatFlag } from './args.ts';
 import { configPath } from './config-path.ts';
 import { keysDirLine } from './keys-dir.ts';
 import type { CliIo, Command } from './io.ts';
@@ -112,20 +110,16 @@ function parseRotateArgs(args: string[]): RotateOptions | 'help' {
     },
   });
   if (values.help) return 'help';
-  if (positionals.length !== 1) throw new UsageError(`expected exactly one domain, got ${String(positionals.length)} arguments (see sello rotate --help)`);
-  const algorithm = values.algorithm;
-  if (algorithm !== undefined && algorithm !== 'rsa' && algorithm !== 'ed25519' && algorithm !== 'both') {
-    throw new UsageError(`--algorithm must be rsa, ed25519 or both, not ${JSON.stringify(algorithm)}`);
-  }
-  const format = values.format ?? 'bind';
-  if (!isRecordFormat(format)) throw new UsageError(`--format must be bind, value or json, not ${JSON.stringify(format)}`);
+  const domain = onlyDomain('rotate', positionals);
+  const algorithm = algorithmFlag(values.algorithm);
+  const format = recordFormatFlag(values.format);
   if (values.force && !values.finish) throw new UsageError('--force applies to --finish only');
   if (values.finish && (algorithm !== undefined || values.selector !== undefined)) throw new UsageError('--finish makes no key: no --algorithm or --selector');
   if (values.promoted && (values.finish || algorithm !== undefined || values.selector !== undefined)) throw new UsageError('--promoted makes no key and finishes nothing: use it alone');
   if (values.dns && !values.promoted) throw new UsageError('--dns applies to --promoted only');
   if (values['keys-dir'] === '') throw new UsageError('--keys-dir must not be empty');
   return {
-    domain: asUsage(() => validateDomain(positionals[0] ?? '')),
+    domain,
     algorithm,
     selector: values.selector === undefined ? undefined : asUsage(() => validateSelector(values.selector ?? '')),
     format,

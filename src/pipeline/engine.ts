@@ -11,7 +11,7 @@ import { MessageSink, messageBytes, spillDirectoryOf, type MessageSource } from 
 import type { Metrics, TransactionOutcome } from '../observability/metrics.ts';
 import { DECISION_RECORD_VERSION, type DecisionRecord } from './decision-record.ts';
 import type { InboundChecks, SpfEvaluation } from './inbound.ts';
-import { isExemptRecipient, spfDecision } from './policy.ts';
+import { isExemptRecipient, spfDecision, type Decision } from './policy.ts';
 import type { ClientFacts, DeliveryReport, EndVerdict, Engine, EngineSession, FrontEnd, Verdict } from './session.ts';
 import type { MessagePipeline, PipelineOptions, PreparedMessage, StreamedWork } from './transaction.ts';
 
@@ -53,6 +53,8 @@ interface Transaction {
   /** The inbound checks run on this transaction. */
   inspects: boolean;
   spf?: SpfEvaluation;
+  /** What the SPF policy does with `spf` (decided at MAIL, applied at each RCPT). */
+  spfPolicy?: Decision;
   /** What end() prepared (signing result for the unsigned counter once relayed). */
   prepared?: PreparedMessage;
   /** The sink of this transaction's message and what the pipeline attached to it (receive()). */
@@ -102,19 +104,23 @@ class Session implements EngineSession {
     const started = performance.now();
     const inspects = this.#inspects(client);
     let spf: SpfEvaluation | undefined;
+    let spfPolicy: Decision | undefined;
     // SPF on a client the MTA did not name (a filter without XFORWARD sees only the MTA) would
     // judge the MTA itself: left out (DKIM, DMARC, ARC still run).
     if (inspects && client.addressKnown) {
       // RFC 7208 §2.4: evaluated once per transaction here, enforced per recipient at RCPT TO.
       spf = await inbound.evaluateSpf(client.address, from, client.helo);
       for (const outcome of spf.all) metrics.spfDuration(outcome.durationMs / 1000);
-      metrics.spfResult(spf.decisive.identity, spf.decisive.result, spfDecision(spf.decisive, config.inbound.spf).action);
+      // PRODUCT.md §5: what policy does with the result, decided once for every recipient.
+      spfPolicy = spfDecision(spf.decisive, config.inbound.spf);
+      metrics.spfResult(spf.decisive.identity, spf.decisive.result, spfPolicy.action);
     }
     this.#transaction = {
       started,
       client,
       inspects,
       ...(spf ? { spf } : {}),
+      ...(spfPolicy ? { spfPolicy } : {}),
       record: {
         version: DECISION_RECORD_VERSION,
         session: client.sessionId,
@@ -124,11 +130,7 @@ class Session implements EngineSession {
         from,
         recipients: 0,
         refusedRecipients: [],
-        ...(spf
-          ? {
-              spf: { result: spf.decisive.result, identity: spf.decisive.identity, domain: spf.decisive.domain, action: spfDecision(spf.decisive, config.inbound.spf).action },
-            }
-          : {}),
+        ...(spf && spfPolicy ? { spf: { result: spf.decisive.result, identity: spf.decisive.identity, domain: spf.decisive.domain, action: spfPolicy.action } } : {}),
         durations: spf ? { spfMs: Math.round(spf.all.reduce((total, outcome) => total + outcome.durationMs, 0)) } : {},
       },
     };
@@ -162,9 +164,9 @@ class Session implements EngineSession {
       return refusal(Replies.relayDenied);
     }
     // RFC 5321 §4.5.1: postmaster (and abuse@, RFC 2142) always deliverable, whatever SPF says.
-    if (!transaction.spf || isExemptRecipient(recipient, config.inbound.exemptRecipients)) return { action: 'accept' };
-    const decision = spfDecision(transaction.spf.decisive, config.inbound.spf);
-    return decision.reply ? refusal(decision.reply) : { action: 'accept' };
+    const reply = transaction.spfPolicy?.reply;
+    if (!reply || isExemptRecipient(recipient, config.inbound.exemptRecipients)) return { action: 'accept' };
+    return refusal(reply);
   }
 
   recipientRefused(code: number): void {

@@ -106,8 +106,9 @@ export const verifyCommand: Command = async (args, io) => {
  */
 async function inspect(message: Buffer, resolve: DnsResolve): Promise<{ dkim: DkimVerification; arc: ArcVerification }> {
   // The schema needs a listener; verify starts none. DMARC is never enforced here (the default),
-  // and no header is too large (normalising bare line endings at most doubles it).
-  const config = parseConfig({ listeners: [{ name: 'verify', role: 'submission', listen: '127.0.0.1:0' }], limits: { maxHeaderSize: message.length * 2 + 2 } });
+  // and neither the message nor its header is too large (a local file is not an SMTP client's;
+  // normalising bare line endings at most doubles the header).
+  const config = parseConfig({ listeners: [{ name: 'verify', role: 'submission', listen: '127.0.0.1:0' }], limits: { maxHeaderSize: message.length * 2 + 2, maxMessageSize: message.length + 1 } });
   const inbound = new InboundChecks(config, resolve);
   const noKeys = { get: () => undefined, warnings: [], size: 0, loaded: [] };
   const engine = new TransactionEngine({

@@ -215,6 +215,18 @@ describe('sello verify', () => {
     );
   });
 
+  test('a message over the server\'s default 25 MiB limit is verified too: a file is not an SMTP client', async () => {
+    const body = `${'x'.repeat(76)}\r\n`.repeat(Math.ceil((26 * 1024 * 1024) / 78));
+    const run = await verify(signed.replace(/\r\n\r\n[\s\S]*$/, `\r\n\r\n${body}`));
+    assert.equal(run.err, '');
+    // The signatures were made over another body: both fail, and nothing refused the message.
+    assert.deepEqual(
+      run.out.split('\n').filter(Boolean).map((line) => line.split(' ')[0]),
+      ['fail', 'fail', 'arc=none'],
+    );
+    assert.equal(run.code, 1);
+  });
+
   test('--help prints the usage: output, what is normalised, what is not evaluated, exit codes', async () => {
     const run = await runCommand(main, ['verify', '--help']);
     assert.equal(run.code, 0);

@@ -335,7 +335,7 @@ export const configSchema = z
         /** Bare CR or LF in DATA: normalise to CRLF before signing, or reject with 550 5.6.0. */
         bareLineEndings: z.enum(['normalize', 'reject']).default('normalize'),
         /** A message body larger than this goes to a private temporary file instead of memory (docs/performance.md). */
-        spillThreshold: size.prefault('4MiB'),
+        spillThreshold: size.prefault('2MiB'),
         /** Where spilled bodies go (mode 0700, created if missing); default: a sello-spill-UID directory in os.tmpdir(). */
         spillDirectory: z.string().min(1).optional(),
         /** NUL bytes in DATA: reject with 550 5.6.0, or strip them before anything else. */

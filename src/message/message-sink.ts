@@ -9,6 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { Replies, SmtpReplyError, type SmtpReply } from '../errors.ts';
+import { bigMessageFrom, bigMessageOctets } from './garbage.ts';
 import { LineEndingNormalizer } from './line-endings.ts';
 import { stripNul } from './message.ts';
 import { forgetSpillDirectory, spillDirectoryReady, spillFileName } from './spill-directory.ts';
@@ -130,6 +131,8 @@ export class MessageSink implements MessageSource {
   async write(chunk: Buffer): Promise<void> {
     if (this.#finished || this.#disposed) throw new Error('MessageSink: write after finish or dispose');
     this.#receivedOctets += chunk.length;
+    // The dead buffers a big message leaves behind are collected as it passes (garbage.ts).
+    if (this.#receivedOctets > bigMessageFrom) bigMessageOctets(chunk.length);
     if (this.#refusal) return; // counted, not kept
     if (exceedsMessageSize(this.#receivedOctets, this.#options.maxMessageSize)) {
       await this.#refuse(Replies.messageTooLarge, `message exceeds limits.maxMessageSize (${this.#options.maxMessageSize} octets)`);
@@ -170,6 +173,7 @@ export class MessageSink implements MessageSource {
       yield* this.#rest;
       return;
     }
+    const big = this.#restLength > bigMessageFrom;
     for (let position = 0; position < this.#restLength; ) {
       if (this.#disposed) throw new Error('MessageSink: read after dispose');
       // A new Buffer each time: the relay may still hold the previous one in its socket queue.
@@ -177,6 +181,7 @@ export class MessageSink implements MessageSource {
       const { bytesRead } = await this.#spillFile.read(piece, 0, piece.length, position);
       if (bytesRead === 0) throw new Error(`spill file ${this.#spillPath} ended early at ${position} of ${this.#restLength} octets`);
       position += bytesRead;
+      if (big) bigMessageOctets(bytesRead);
       yield bytesRead === piece.length ? piece : piece.subarray(0, bytesRead);
     }
   }

@@ -1,13 +1,13 @@
-// Memory while a big message passes (issue 9 part 2, issue 10 defect 5): sello runs as a real
-// process (`sello serve`), and its resident set is read from /proc while a client streams the
-// message in. The peak (VmHWM, reset just before the message) minus the resident set before it is
-// the growth.
-// What is measured is what sello keeps, not how late V8 collects garbage: every socket read is a
-// new 64 KiB buffer, and with default flags V8 lets up to ~64 MiB of such dead buffers pile up
-// before a collection, whoever the program is. So the child runs with a 1 MiB semi-space, which
-// collects them early. Measured that way (docs/performance.md "Memory"): before streaming, a
-// relayed 50 MiB message grew sello by 107 MiB and a refused 100 MiB one by 105 MiB; now by
-// about 21 MiB and 40 MiB. The bounds sit between.
+// Memory while big messages pass (issue 9 part 2, issue 10 defect 5): sello runs as a real
+// process (`sello serve`, default V8 flags, as shipped), and its resident set is read from /proc
+// while clients stream messages in. The peak (VmHWM, reset just before the messages) minus the
+// resident set before them is the growth. Before the measured messages sello has passed one big
+// message already, so the growth is what a message costs a running server, not the first-use
+// costs of the streaming path (its compiled code, the spill directory).
+// Issue 9's targets: one 50 MiB message ≤ 8 MiB, four at once ≤ 32 MiB, an oversized message no
+// more than one data.spillThreshold (2 MiB). Before streaming (the message held whole), a relayed
+// 50 MiB message grew sello by 107 MiB and a refused 100 MiB one by 105 MiB; streaming without
+// collecting the dead socket buffers of big messages (src/message/garbage.ts), by 24 to 69 MiB.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -23,8 +23,6 @@ import { freePort, tempDir } from '../helpers/tools.ts';
 
 const MiB = 1024 * 1024;
 const bin = path.join(import.meta.dirname, '../../bin/sello.js');
-/** Dead socket buffers are collected early, so the peak shows what sello holds (see above). */
-const semiSpace = '--max-semi-space-size=1';
 
 async function startSelloProcess(t: TestContext, limits: { maxMessageSize: string }) {
   const sink = await startSink();
@@ -48,7 +46,7 @@ async function startSelloProcess(t: TestContext, limits: { maxMessageSize: strin
       logging: { level: 'warn' },
     }),
   );
-  const child = spawn(process.execPath, [semiSpace, bin, 'serve', '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [bin, 'serve', '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
   const exited = once(child, 'exit');
@@ -110,26 +108,48 @@ async function growthDuring(pid: number, work: () => Promise<void>): Promise<num
   return (await residentKiB(pid, 'VmHWM')) - before;
 }
 
-test('a 100 MiB message against a 25 MiB limit is answered 552 5.3.4 and grows sello by far less than its size', async (t) => {
+const threshold = 2 * MiB; // data.spillThreshold's default
+
+/** sello has passed one big (spilled) message and is idle again. */
+async function warmUp(port: number): Promise<void> {
+  assert.match(await sendStreamed(port, 8 * MiB), /^250 /, 'warm-up message');
+  await new Promise((resolve) => setTimeout(resolve, 200));
+}
+
+const mib = (kib: number) => `${(kib / 1024).toFixed(1)} MiB`;
+
+test('a 100 MiB message against a 25 MiB limit is answered 552 5.3.4 and costs sello no more than one spill threshold', async (t) => {
   const sello = await startSelloProcess(t, { maxMessageSize: '25MiB' });
-  assert.match(await sendStreamed(sello.port, 64 * 1024), /^250 /, 'warm-up message');
+  await warmUp(sello.port);
   const growth = await growthDuring(sello.pid, async () => {
     assert.equal(await sendStreamed(sello.port, 100 * MiB), '552 5.3.4 Message size exceeds fixed maximum message size');
   });
-  t.diagnostic(`resident set growth for a refused 100 MiB message: ${(growth / 1024).toFixed(1)} MiB`);
-  assert.ok(growth < 64 * 1024, `grew by ${(growth / 1024).toFixed(1)} MiB; bound 64 MiB (the message is 100 MiB, the limit 25 MiB; held whole it grew by 105 MiB)`);
+  t.diagnostic(`resident set growth for a refused 100 MiB message: ${mib(growth)}`);
+  assert.ok(growth * 1024 <= threshold, `grew by ${mib(growth)}; bound: one data.spillThreshold (2 MiB)`);
   assert.equal(sello.sink.messages.length, 1, 'only the warm-up message was relayed');
 });
 
-test('a 50 MiB message is signed and relayed with resident-set growth far under its size', async (t) => {
+test('a 50 MiB message is signed and relayed with resident-set growth of at most 8 MiB', async (t) => {
   const sello = await startSelloProcess(t, { maxMessageSize: '60MiB' });
-  assert.match(await sendStreamed(sello.port, 64 * 1024), /^250 /, 'warm-up message');
+  await warmUp(sello.port);
   const growth = await growthDuring(sello.pid, async () => {
     assert.match(await sendStreamed(sello.port, 50 * MiB), /^250 2\.0\.0 OK/);
   });
-  t.diagnostic(`resident set growth for a relayed 50 MiB message: ${(growth / 1024).toFixed(1)} MiB`);
-  assert.ok(growth < 32 * 1024, `grew by ${(growth / 1024).toFixed(1)} MiB; bound 32 MiB (the message is 50 MiB; held whole it grew by 107 MiB)`);
+  t.diagnostic(`resident set growth for a relayed 50 MiB message: ${mib(growth)}`);
+  assert.ok(growth <= 8 * 1024, `grew by ${mib(growth)}; bound 8 MiB (the message is 50 MiB)`);
   const relayed = sello.sink.messages[1]?.data;
   assert.ok(relayed && relayed.length > 50 * MiB, 'the whole message reached the MTA');
   assert.match(relayed.subarray(0, 2000).toString('latin1'), /^DKIM-Signature: v=1; a=rsa-sha256;/);
+});
+
+test('four 50 MiB messages at once are relayed with resident-set growth of at most 32 MiB', async (t) => {
+  const sello = await startSelloProcess(t, { maxMessageSize: '60MiB' });
+  await warmUp(sello.port);
+  const growth = await growthDuring(sello.pid, async () => {
+    const replies = await Promise.all([1, 2, 3, 4].map(() => sendStreamed(sello.port, 50 * MiB)));
+    for (const reply of replies) assert.match(reply, /^250 2\.0\.0 OK/);
+  });
+  t.diagnostic(`resident set growth for four 50 MiB messages at once: ${mib(growth)}`);
+  assert.ok(growth <= 32 * 1024, `grew by ${mib(growth)}; bound 32 MiB (the messages are 200 MiB)`);
+  assert.equal(sello.sink.messages.filter((message) => message.data.length > 50 * MiB).length, 4, 'all four reached the MTA whole');
 });

@@ -1,7 +1,8 @@
 // The streaming message sink: line endings across chunk boundaries give exactly what the whole-
 // message normalization gives, the header/body split wherever the empty line is cut, the limits
 // (552 5.3.4 for size and header, nothing kept past them), and the spill file's life: 0600 while
-// it exists, read back byte for byte, gone after dispose; leftovers of dead processes removed.
+// it exists, read back byte for byte, gone after dispose; leftovers of dead processes removed;
+// young-generation collections asked for by big messages only.
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -19,6 +20,7 @@ import {
   splitMessage,
   type MessageSinkOptions,
 } from '../../../src/message/index.ts';
+import { bigMessageCollections, bigMessageFrom, collectEveryOctets } from '../../../src/message/garbage.ts';
 
 async function spillDirectory(t: TestContext): Promise<string> {
   const parent = await mkdtemp(path.join(tmpdir(), 'sello-sink-'));
@@ -217,4 +219,30 @@ test('data.nul in the stream: reject refuses at the end with 550 5.6.0 whatever 
   } finally {
     await rm(directory, { recursive: true, force: true });
   }
+});
+
+test('big messages ask V8 to collect their dead buffers as they pass; small ones never do', async (t) => {
+  const directory = await spillDirectory(t);
+  const block = Buffer.from(`${'x'.repeat(1022)}\r\n`.repeat(64)); // 64 KiB
+  const send = async (octets: number, options: Partial<MessageSinkOptions>) => {
+    const sink = new MessageSink(sinkOptions(directory, { maxMessageSize: 8 * 1024 * 1024, ...options }));
+    await sink.write(Buffer.from('Subject: x\r\n\r\n'));
+    for (let sent = 0; sent < octets; sent += block.length) await sink.write(block);
+    try {
+      const source = await sink.finish();
+      for await (const piece of source.rest()) assert.ok(piece.length > 0);
+    } catch (error) {
+      assert.ok(error instanceof SmtpReplyError);
+    } finally {
+      await sink.dispose();
+    }
+  };
+  const before = bigMessageCollections();
+  for (let message = 0; message < 40; message++) await send(bigMessageFrom / 2, { spillThreshold: 64 * 1024 });
+  assert.equal(bigMessageCollections(), before, '40 messages of half a MiB, spilled: no collection');
+  await send(4 * collectEveryOctets, { spillThreshold: 64 * 1024 });
+  const afterSpilled = bigMessageCollections();
+  assert.ok(afterSpilled - before >= 5, `a 4 MiB spilled message (received and read back): ${afterSpilled - before} collections`);
+  await send(4 * collectEveryOctets, { maxMessageSize: 2 * 1024 * 1024 });
+  assert.ok(bigMessageCollections() - afterSpilled >= 2, 'an oversized message, counted and discarded, collects too');
 });

@@ -11,7 +11,7 @@ import { BindError, ConfigError } from './errors.ts';
 import { cachedReadiness, startOperationsEndpoint, type OperationsEndpoint, type ReadinessCheck, type ReadinessReport } from './observability/http.ts';
 import type { Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
-import { removeLeftoverSpillFiles, spillDirectoryOf } from './message/index.ts';
+import { releaseMemoryWhenIdle, removeLeftoverSpillFiles, spillDirectoryOf } from './message/index.ts';
 import { InboundChecks, MessagePipeline, TransactionEngine, type Engine, type FrontEnd } from './pipeline/index.ts';
 import { createRelayTarget, mtaSeesRealClient } from './relay/index.ts';
 import type { RelayTarget } from './relay/types.ts';
@@ -283,6 +283,11 @@ async function cleanSpillDirectory(config: Config, logger: Logger): Promise<void
   if (removed > 0) logger.info({ directory, removed }, 'removed spill files left by a process that stopped mid-message');
 }
 
+/** No message bytes moving for this long is idle (src/message/garbage.ts). */
+const idleReleaseAfterMs = 5000;
+/** Growth of the resident set since the last release that makes an idle release worth it. */
+const idleReleaseGrowthBytes = 16 * 1024 * 1024;
+
 export async function startSello(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningSello> {
   const metrics = options.metrics ?? createMetrics();
   /** Key rotation promotions this process could not write to rotation.yaml (docs/rotation.md). */
@@ -486,6 +491,12 @@ export async function startSello(config: Config, logger: Logger, options: StartO
   metrics.keysLoaded(loadedKeys(generation.signing));
   metrics.configLoaded();
   rotation.start();
+  // What a burst of traffic grew goes back to the system once it is over (docs/performance.md "Memory").
+  const stopIdleRelease = releaseMemoryWhenIdle({
+    idleMs: idleReleaseAfterMs,
+    idleGrowthBytes: idleReleaseGrowthBytes,
+    released: (before, after, durationMs) => logger.debug({ rssBefore: before, rssAfter: after, durationMs: Math.round(durationMs) }, 'idle: memory released'),
+  });
 
   const shutdown = (deadlineMs: number): Promise<void> => {
     if (shuttingDown) {
@@ -495,6 +506,7 @@ export async function startSello(config: Config, logger: Logger, options: StartO
     }
     // Not awaited inside the queue: a check in progress may be waiting there to swap keys.
     const rotationStopped = rotation.stop();
+    stopIdleRelease();
     shuttingDown = serially(async () => {
       logger.info({ deadlineMs }, 'shutting down: no new connections; open transactions may finish');
       const listeners = [...[...active.values()].map((entry) => entry.listener), ...retiring.keys()];

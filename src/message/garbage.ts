@@ -1,13 +1,19 @@
-// The dead buffers of big messages, collected while the message passes (docs/performance.md
-// "Memory"). Every socket read is a new 64 KiB buffer, smtp-server copies each DATA chunk once
+// Memory that traffic leaves behind, given back (docs/performance.md "Memory"). Two parts:
+// - The dead buffers of big messages, collected while the message passes. Every socket read is a new 64 KiB buffer, smtp-server copies each DATA chunk once
 // more, and a spilled body is read back in new 64 KiB buffers. V8 frees such a buffer only when it
 // collects the small object that points to it. With default flags its young generation is large
 // and collected rarely, so tens of MiB of dead buffers pile up while a big message streams,
 // although sello holds none of them.
+// - What a burst of traffic grew, given back when the traffic stops. Under load V8 grows its heap
+//   (to 150 MiB and more at 20 clients), and once the burst is over it keeps the freed pages in
+//   its pool: the resident set stays where the burst left it. After `idleMs` with no message
+//   bytes moving, if the resident set grew by `idleGrowthBytes` since the last time, sello asks
+//   V8 for its last-resort collection (what V8 runs on a low-memory notification: full
+//   collections until nothing more is freed, then its pooled pages go back to the system).
 // Owns: asking V8 for a young-generation collection (a scavenge: it costs what is alive in the
-// young generation, not what is dead) every `collectEveryOctets` of big-message traffic. A message
-// smaller than `bigMessageFrom` never triggers one, so the small messages of ordinary traffic
-// run on V8's own schedule. Must not: hold or inspect message bytes.
+// young generation, not what is dead) every `collectEveryOctets` of big-message traffic, and the
+// idle release. A message smaller than `bigMessageFrom` never triggers a scavenge, so the small
+// messages of ordinary traffic run on V8's own schedule. Must not: hold or inspect message bytes.
 
 import v8 from 'node:v8';
 import vm from 'node:vm';
@@ -17,11 +23,13 @@ export const bigMessageFrom = 1024 * 1024;
 /** Octets of big-message traffic (all messages together) between two young-generation collections. */
 export const collectEveryOctets = 1024 * 1024;
 
-type Collect = (options: { type: 'minor' | 'major'; execution: 'sync' | 'async' }) => void;
+type Collect = (options: { type: 'minor' | 'major'; execution: 'sync' | 'async'; flavor?: 'regular' | 'last-resort' }) => void;
 
 let collect: Collect | null | undefined;
 let sinceCollection = 0;
 let collections = 0;
+/** Counts message activity (a sink made, a chunk in or out); the idle release watches it move. */
+let activity = 0;
 
 /**
  * V8's gc(): the global one when Node runs with --expose-gc, else from a context made after the
@@ -42,6 +50,11 @@ function collector(): Collect | null {
   return collect;
 }
 
+/** A message was begun, or some of its bytes moved: the process is not idle. */
+export function messageActivity(): void {
+  activity++;
+}
+
 /** `octets` of a big message passed: received past bigMessageFrom (kept, spilled or discarded) or read back from a spill file. */
 export function bigMessageOctets(octets: number): void {
   sinceCollection += octets;
@@ -56,4 +69,46 @@ export function bigMessageOctets(octets: number): void {
 /** Collections asked for so far (tests). */
 export function bigMessageCollections(): number {
   return collections;
+}
+
+export interface IdleReleaseOptions {
+  /** No message activity for this long counts as idle. */
+  idleMs: number;
+  /** Only a resident set this much larger than after the last release (or start-up) is worth one. */
+  idleGrowthBytes: number;
+  /** How often the timer looks. */
+  checkEveryMs?: number;
+  /** Called after each release with the resident set before and after, and how long it took (logs). */
+  released?: (before: number, after: number, durationMs: number) => void;
+}
+
+/**
+ * Starts the idle release; returns its stop. The timer does not keep the process alive. At most
+ * one release per idle period, and none while the resident set has not grown by idleGrowthBytes
+ * since the last one: a server that sees a message every few seconds is not collected after
+ * each of them.
+ */
+export function releaseMemoryWhenIdle(options: IdleReleaseOptions): () => void {
+  let baseline = process.memoryUsage.rss();
+  let seen = activity;
+  let quietSince = performance.now();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    if (activity !== seen) {
+      seen = activity;
+      quietSince = now;
+      return;
+    }
+    if (now - quietSince < options.idleMs) return;
+    const before = process.memoryUsage.rss();
+    if (before - baseline < options.idleGrowthBytes) return;
+    const run = collector();
+    if (!run) return;
+    const started = performance.now();
+    run({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+    baseline = process.memoryUsage.rss();
+    options.released?.(before, baseline, performance.now() - started);
+  }, options.checkEveryMs ?? 1000);
+  timer.unref();
+  return () => clearInterval(timer);
 }

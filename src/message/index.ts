@@ -8,3 +8,4 @@ export * from './line-endings.ts';
 export * from './header-edits.ts';
 export * from './message-sink.ts';
 export * from './spill-directory.ts';
+export { releaseMemoryWhenIdle, type IdleReleaseOptions } from './garbage.ts';

@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { Replies, SmtpReplyError, type SmtpReply } from '../errors.ts';
-import { bigMessageFrom, bigMessageOctets } from './garbage.ts';
+import { bigMessageFrom, bigMessageOctets, messageActivity } from './garbage.ts';
 import { LineEndingNormalizer } from './line-endings.ts';
 import { stripNul } from './message.ts';
 import { forgetSpillDirectory, spillDirectoryReady, spillFileName } from './spill-directory.ts';
@@ -93,6 +93,7 @@ export class MessageSink implements MessageSource {
 
   constructor(options: MessageSinkOptions) {
     this.#options = options;
+    messageActivity();
   }
 
   /** Every byte of the message as it arrives (a verifier that parses the header itself). */
@@ -131,6 +132,7 @@ export class MessageSink implements MessageSource {
   async write(chunk: Buffer): Promise<void> {
     if (this.#finished || this.#disposed) throw new Error('MessageSink: write after finish or dispose');
     this.#receivedOctets += chunk.length;
+    messageActivity();
     // The dead buffers a big message leaves behind are collected as it passes (garbage.ts).
     if (this.#receivedOctets > bigMessageFrom) bigMessageOctets(chunk.length);
     if (this.#refusal) return; // counted, not kept
@@ -181,6 +183,7 @@ export class MessageSink implements MessageSource {
       const { bytesRead } = await this.#spillFile.read(piece, 0, piece.length, position);
       if (bytesRead === 0) throw new Error(`spill file ${this.#spillPath} ended early at ${position} of ${this.#restLength} octets`);
       position += bytesRead;
+      messageActivity();
       if (big) bigMessageOctets(bytesRead);
       yield bytesRead === piece.length ? piece : piece.subarray(0, bytesRead);
     }

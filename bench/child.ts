@@ -67,6 +67,11 @@ export class Child {
     }
   }
 
+  /** The child's process id (memory figures read from /proc). */
+  get pid(): number {
+    return this.#process.pid as number;
+  }
+
   async usage(): Promise<ChildUsage> {
     const reply = nextMessage(this.#process, this.name, 10_000);
     this.#process.send({ type: 'usage' } satisfies ParentToChild);

@@ -17,6 +17,7 @@
 //        default 1, so the fastest setups are not timed over a fraction of a second)
 //        --no-rsa-only (skip setup a-rsa)  --no-workers (skip setup a-workers)
 //        --modes session,connection (default both)  --json (the report as JSON on stdout)
+//        --no-memory (skip the memory phase, bench/memory.ts)  --memory-only (only that phase)
 //        --cpu-prof DIR (sink and sello write V8 CPU profiles there, for finding where time goes;
 //        profiling slows them, so the numbers of such a run are not the benchmark's)
 
@@ -28,6 +29,7 @@ import { generateKey, writeKey } from '../src/signing/keys.ts';
 import { Child, type ChildUsage } from './child.ts';
 import { buildMessage } from './messages.ts';
 import { LoadGenerator, PerConnectionLoad } from './load.ts';
+import { formatMemory, measureMemory, type MemoryReport } from './memory.ts';
 import { formatReport, loadModes, percentile, ratios, sizeLabel, summarize, type LoadMode, type Report, type Run, type Setup, type SetupId } from './report.ts';
 
 const runDeadlineMs = 300_000;
@@ -59,6 +61,8 @@ function parseFlags() {
       'no-workers': { type: 'boolean', default: false },
       modes: { type: 'string' },
       json: { type: 'boolean', default: false },
+      'no-memory': { type: 'boolean', default: false },
+      'memory-only': { type: 'boolean', default: false },
       'cpu-prof': { type: 'string' },
     },
     strict: true,
@@ -81,6 +85,8 @@ function parseFlags() {
     workers: !values['no-workers'] && os.availableParallelism() > 1,
     modes: [...new Set(modes)],
     json: values.json,
+    memory: !values['no-memory'],
+    memoryOnly: values['memory-only'],
     cpuProfileDir: values['cpu-prof'],
   };
 }
@@ -199,7 +205,7 @@ async function measure(setup: Setup, mode: LoadMode, size: number, message: Buff
 
 const usage = `usage: npm run bench -- [--messages N] [--warmup N] [--min-seconds S] [--concurrency C]
                        [--repeat R] [--sizes BYTES,BYTES] [--modes session,connection]
-                       [--no-rsa-only] [--no-workers] [--json] [--cpu-prof DIR]`;
+                       [--no-rsa-only] [--no-workers] [--no-memory | --memory-only] [--json] [--cpu-prof DIR]`;
 
 async function main(): Promise<void> {
   if (process.argv.includes('--help')) {
@@ -229,7 +235,14 @@ async function main(): Promise<void> {
   const keysDir = await makeKeys();
   const runs: Run[] = [];
   const total = flags.repeat * flags.modes.length * flags.sizes.length * setups.length;
+  let memory: MemoryReport | undefined;
   try {
+    if (flags.memoryOnly) {
+      memory = await measureMemory((sinkPort) => selloConfig(sinkPort, keysDir, flags.concurrency), 'dual.example', (line) => process.stderr.write(`${line}\n`));
+      process.stdout.write(flags.json ? `${JSON.stringify({ machine, memory }, null, 2)}\n` : `${formatMemory(memory)}\n`);
+      if (memory.errors.length > 0) process.exitCode = 1;
+      return;
+    }
     for (let repeat = 1; repeat <= flags.repeat; repeat++) {
       for (const mode of flags.modes) for (const size of flags.sizes) {
         // Rotate the order each repeat, so no setup always runs first (cold machine) or last.
@@ -244,6 +257,7 @@ async function main(): Promise<void> {
         }
       }
     }
+    if (flags.memory) memory = await measureMemory((sinkPort) => selloConfig(sinkPort, keysDir, flags.concurrency), 'dual.example', (line) => process.stderr.write(`${line}\n`));
   } finally {
     await rm(keysDir, { recursive: true, force: true });
   }
@@ -269,10 +283,11 @@ async function main(): Promise<void> {
     runs,
     summaries,
     ratios: flags.modes.flatMap((mode) => flags.sizes.flatMap((size) => ratios(summaries, mode, size, ratioPairs))),
+    ...(memory ? { memory } : {}),
     durationSeconds: (performance.now() - started) / 1000,
   };
-  process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatReport(report)}\n`);
-  if (runs.some((run) => run.errors > 0)) process.exitCode = 1;
+  process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatReport(report)}${memory ? formatMemory(memory) : ''}\n`);
+  if (runs.some((run) => run.errors > 0) || (memory?.errors.length ?? 0) > 0) process.exitCode = 1;
 }
 
 await main();

@@ -1,19 +1,25 @@
-// Memory that traffic leaves behind, given back (docs/performance.md "Memory"). Two parts:
-// - The dead buffers of big messages, collected while the message passes. Every socket read is a new 64 KiB buffer, smtp-server copies each DATA chunk once
-// more, and a spilled body is read back in new 64 KiB buffers. V8 frees such a buffer only when it
-// collects the small object that points to it. With default flags its young generation is large
-// and collected rarely, so tens of MiB of dead buffers pile up while a big message streams,
-// although sello holds none of them.
+// Memory that traffic leaves behind, given back (docs/performance.md "Memory"). Three parts:
+// - The dead buffers of big messages, collected while the message passes. Every socket read is a
+//   new 64 KiB buffer, smtp-server copies each DATA chunk once more, and a spilled body is read
+//   back in new 64 KiB buffers. V8 frees such a buffer only when it collects the small object
+//   that points to it. With default flags its young generation is large and collected rarely, so
+//   tens of MiB of dead buffers piled up while a big message streamed, although sello held none
+//   of them. Now: a young-generation collection (a scavenge: it costs what is alive, not what is
+//   dead) every `collectEveryOctets` of big-message traffic. A message smaller than
+//   `bigMessageFrom` never triggers one, so ordinary traffic runs on V8's own schedule.
+// - The body a message held in memory before it spilled. By the time it reaches
+//   data.spillThreshold it has outlived a few scavenges, so V8 moved it to the old generation,
+//   which only a full collection frees: it stayed allocated for as long as the message streamed
+//   on (an oversized message cost 2.5-3 MiB, over its 2 MiB threshold). Now: once it is in the
+//   spill file, one full collection (about 20 ms), at most once per `spillCollectionIntervalMs`,
+//   so a stream of big messages costs at most 2 % of a core.
 // - What a burst of traffic grew, given back when the traffic stops. Under load V8 grows its heap
 //   (to 150 MiB and more at 20 clients), and once the burst is over it keeps the freed pages in
-//   its pool: the resident set stays where the burst left it. After `idleMs` with no message
-//   bytes moving, if the resident set grew by `idleGrowthBytes` since the last time, sello asks
-//   V8 for its last-resort collection (what V8 runs on a low-memory notification: full
-//   collections until nothing more is freed, then its pooled pages go back to the system).
-// Owns: asking V8 for a young-generation collection (a scavenge: it costs what is alive in the
-// young generation, not what is dead) every `collectEveryOctets` of big-message traffic, and the
-// idle release. A message smaller than `bigMessageFrom` never triggers a scavenge, so the small
-// messages of ordinary traffic run on V8's own schedule. Must not: hold or inspect message bytes.
+//   its pool: the resident set stayed where the burst left it. Now: after `idleMs` with no
+//   message activity, if the resident set grew by `idleGrowthBytes` since the last time, V8's
+//   last-resort collection (what it runs on a low-memory notification: full collections until
+//   nothing more is freed, then its pooled pages go back to the system).
+// Owns: when to ask V8 for which collection. Must not: hold or inspect message bytes.
 
 import v8 from 'node:v8';
 import vm from 'node:vm';
@@ -22,12 +28,15 @@ import vm from 'node:vm';
 export const bigMessageFrom = 1024 * 1024;
 /** Octets of big-message traffic (all messages together) between two young-generation collections. */
 export const collectEveryOctets = 1024 * 1024;
+/** At most one full collection after a spill per this long. */
+export const spillCollectionIntervalMs = 1000;
 
 type Collect = (options: { type: 'minor' | 'major'; execution: 'sync' | 'async'; flavor?: 'regular' | 'last-resort' }) => void;
 
 let collect: Collect | null | undefined;
 let sinceCollection = 0;
-let collections = 0;
+const collections = { scavenges: 0, full: 0 };
+let lastSpillCollection = Number.NEGATIVE_INFINITY;
 /** Counts message activity (a sink made, a chunk in or out); the idle release watches it move. */
 let activity = 0;
 
@@ -63,12 +72,23 @@ export function bigMessageOctets(octets: number): void {
   const run = collector();
   if (!run) return;
   run({ type: 'minor', execution: 'sync' });
-  collections++;
+  collections.scavenges++;
 }
 
-/** Collections asked for so far (tests). */
-export function bigMessageCollections(): number {
-  return collections;
+/** A body of more than bigMessageFrom held in memory went to its spill file: what held it is dead, in the old generation. */
+export function bodySpilled(): void {
+  const now = performance.now();
+  if (now - lastSpillCollection < spillCollectionIntervalMs) return;
+  lastSpillCollection = now;
+  const run = collector();
+  if (!run) return;
+  run({ type: 'major', execution: 'sync' });
+  collections.full++;
+}
+
+/** Collections asked for so far for big messages (tests). */
+export function bigMessageCollections(): { scavenges: number; full: number } {
+  return { ...collections };
 }
 
 export interface IdleReleaseOptions {

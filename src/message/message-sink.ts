@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { Replies, SmtpReplyError, type SmtpReply } from '../errors.ts';
-import { bigMessageFrom, bigMessageOctets, messageActivity } from './garbage.ts';
+import { bigMessageFrom, bigMessageOctets, bodySpilled, messageActivity } from './garbage.ts';
 import { LineEndingNormalizer } from './line-endings.ts';
 import { stripNul } from './message.ts';
 import { forgetSpillDirectory, spillDirectoryReady, spillFileName } from './spill-directory.ts';
@@ -288,6 +288,9 @@ export class MessageSink implements MessageSource {
     const held = this.#rest;
     this.#rest = [];
     for (const piece of held) await this.#spillFile.write(piece);
+    held.length = 0;
+    // What held a big body is garbage now, in V8's old generation (garbage.ts).
+    if (this.#restLength > bigMessageFrom) bodySpilled();
   }
 
   async #removeSpillFile(): Promise<void> {

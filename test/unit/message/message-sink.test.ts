@@ -20,7 +20,7 @@ import {
   splitMessage,
   type MessageSinkOptions,
 } from '../../../src/message/index.ts';
-import { bigMessageCollections, bigMessageFrom, collectEveryOctets } from '../../../src/message/garbage.ts';
+import { bigMessageCollections, bigMessageFrom, collectEveryOctets, spillCollectionIntervalMs } from '../../../src/message/garbage.ts';
 
 async function spillDirectory(t: TestContext): Promise<string> {
   const parent = await mkdtemp(path.join(tmpdir(), 'sello-sink-'));
@@ -239,10 +239,18 @@ test('big messages ask V8 to collect their dead buffers as they pass; small ones
   };
   const before = bigMessageCollections();
   for (let message = 0; message < 40; message++) await send(bigMessageFrom / 2, { spillThreshold: 64 * 1024 });
-  assert.equal(bigMessageCollections(), before, '40 messages of half a MiB, spilled: no collection');
+  assert.deepEqual(bigMessageCollections(), before, '40 messages of half a MiB, spilled: no collection');
   await send(4 * collectEveryOctets, { spillThreshold: 64 * 1024 });
   const afterSpilled = bigMessageCollections();
-  assert.ok(afterSpilled - before >= 5, `a 4 MiB spilled message (received and read back): ${afterSpilled - before} collections`);
+  assert.ok(afterSpilled.scavenges - before.scavenges >= 5, `a 4 MiB spilled message (received and read back): ${afterSpilled.scavenges - before.scavenges} scavenges`);
+  assert.equal(afterSpilled.full, before.full, 'the 64 KiB it held before spilling is not worth a full collection');
   await send(4 * collectEveryOctets, { maxMessageSize: 2 * 1024 * 1024 });
-  assert.ok(bigMessageCollections() - afterSpilled >= 2, 'an oversized message, counted and discarded, collects too');
+  const afterOversized = bigMessageCollections();
+  assert.ok(afterOversized.scavenges - afterSpilled.scavenges >= 2, 'an oversized message, counted and discarded, collects too');
+  // A body over 1 MiB held in memory, then spilled: one full collection (at most one per second).
+  await new Promise((resolve) => setTimeout(resolve, spillCollectionIntervalMs));
+  await send(3 * collectEveryOctets, { spillThreshold: 1.5 * collectEveryOctets });
+  assert.equal(bigMessageCollections().full, afterOversized.full + 1, 'the held body, dead once spilled, gets one full collection');
+  await send(3 * collectEveryOctets, { spillThreshold: 1.5 * collectEveryOctets });
+  assert.equal(bigMessageCollections().full, afterOversized.full + 1, 'not a second one within the same second');
 });

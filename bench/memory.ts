@@ -9,23 +9,23 @@
 //    (552 5.3.4): the peak over idle of each;
 // 5. a burst (20 clients, one message per connection, 2000 of 2 KiB then 1000 of 100 KiB), then
 //    10 s of quiet (sello gives memory back after 5 s without message traffic): idle after.
-// Owns: that schedule, a raw SMTP sender that streams a big message with backpressure, the
-// memory table. Must not: change sello's flags or config beyond the limit the big messages need.
+// Owns: that schedule and the memory table (the big-message sender and the /proc readings are
+// the memory test's, test/helpers/big-message.ts). Must not: change sello's flags or config beyond the limit the big messages need.
 
-import { readFile, writeFile } from 'node:fs/promises';
-import net from 'node:net';
+import { parseConfig } from '../src/config/load.ts';
+import { growthDuring, resetPeak, residentBytes, sendStreamed } from '../test/helpers/big-message.ts';
 import { Child } from './child.ts';
 import { PerConnectionLoad } from './load.ts';
 import { buildMessage } from './messages.ts';
 
 const MiB = 1024 * 1024;
-/** data.spillThreshold's default: an oversized message may cost this much. */
-const spillThreshold = 2 * MiB;
 const idleRatioBound = 1.2;
 /** Quiet after the burst before idle after is read. */
 const quietSeconds = 10;
 
 export interface MemoryReport {
+  /** data.spillThreshold of the sello measured: what an oversized message may cost. */
+  spillThresholdBytes: number;
   startupBytes: number;
   idleBeforeBytes: number;
   oneBigGrowthBytes: number;
@@ -36,72 +36,7 @@ export interface MemoryReport {
   errors: string[];
 }
 
-async function status(pid: number, field: 'VmRSS' | 'VmHWM'): Promise<number> {
-  const text = await readFile(`/proc/${pid}/status`, 'utf8');
-  const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text);
-  if (!match) throw new Error(`no ${field} in /proc/${pid}/status`);
-  return Number(match[1]) * 1024;
-}
-
-/** The peak resident set while `work` runs, less the resident set before it. */
-async function growthDuring(pid: number, work: () => Promise<void>): Promise<number> {
-  const before = await status(pid, 'VmRSS');
-  await writeFile(`/proc/${pid}/clear_refs`, '5');
-  await work();
-  return (await status(pid, 'VmHWM')) - before;
-}
-
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** One message of `size` octets in 1000-octet lines, streamed with backpressure; the reply to its final dot. */
-async function sendBig(port: number, from: string, size: number): Promise<string> {
-  const socket = net.connect({ port, host: '127.0.0.1' });
-  socket.setEncoding('latin1');
-  let received = '';
-  let wake: (() => void) | undefined;
-  socket.on('data', (text: string) => {
-    received += text;
-    wake?.();
-  });
-  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-  socket.on('error', () => undefined);
-  const reply = async (): Promise<string> => {
-    for (;;) {
-      const end = /^\d{3} [^\r\n]*\r\n/m.exec(received);
-      if (end) {
-        const text = received.slice(0, end.index + end[0].length - 2);
-        received = received.slice(end.index + end[0].length);
-        return text.split('\r\n').at(-1) as string;
-      }
-      const woken = new Promise<void>((resolve) => (wake = resolve));
-      await Promise.race([woken, closed]);
-      if (socket.destroyed && !/^\d{3} /m.test(received)) throw new Error(`connection closed; read ${JSON.stringify(received.slice(0, 200))}`);
-    }
-  };
-  const write = async (data: Buffer | string) => {
-    if (!socket.write(data)) await new Promise((resolve) => socket.once('drain', resolve));
-  };
-  try {
-    await reply(); // greeting
-    for (const command of ['EHLO memory.bench.test', `MAIL FROM:<${from}>`, 'RCPT TO:<bob@example.net>', 'DATA']) {
-      await write(`${command}\r\n`);
-      const answer = await reply();
-      if (!/^(250|354)/.test(answer)) throw new Error(`${command}: ${answer}`);
-    }
-    const header = Buffer.from(`From: ${from}\r\nTo: bob@example.net\r\nSubject: big\r\n\r\n`);
-    await write(header);
-    const block = Buffer.from(`${'m'.repeat(998)}\r\n`.repeat(64));
-    for (let sent = header.length; sent < size; sent += block.length) await write(block);
-    await write('.\r\n');
-    const answer = await reply();
-    await write('QUIT\r\n');
-    return answer;
-  } finally {
-    socket.end();
-    await Promise.race([closed, pause(2000)]);
-    socket.destroy();
-  }
-}
 
 /** Runs the memory phase against a fresh sink and sello; `config(sinkPort)` is the bench's sello config. */
 export async function measureMemory(config: (sinkPort: number) => object, fromDomain: string, progress: (line: string) => void): Promise<MemoryReport> {
@@ -109,7 +44,9 @@ export async function measureMemory(config: (sinkPort: number) => object, fromDo
   const errors: string[] = [];
   let sello: Child | undefined;
   try {
-    const selloConfig = { ...config(sink.port), limits: { ...(config(sink.port) as { limits?: object }).limits, maxMessageSize: '60MiB' } };
+    const base = config(sink.port) as { limits?: object };
+    const selloConfig = { ...base, limits: { ...base.limits, maxMessageSize: '60MiB' } };
+    const spillThresholdBytes = parseConfig(selloConfig).data.spillThreshold;
     sello = await Child.start('sello', './sello-process.ts', [JSON.stringify(selloConfig), 'filter', '1']);
     const pid = sello.pid;
     const from = `alice@${fromDomain}`;
@@ -123,24 +60,24 @@ export async function measureMemory(config: (sinkPort: number) => object, fromDo
     const warmed = await warm.run(200, envelope, buildMessage(2048, fromDomain), { deadlineMs: 120_000 });
     warm.close();
     if (warmed.errors) errors.push(`warm-up: ${warmed.errorSamples.join(' | ')}`);
-    expect('warm-up 8 MiB', await sendBig(sello.port, from, 8 * MiB), /^250 /);
+    expect('warm-up 8 MiB', await sendStreamed(sello.port, 8 * MiB, from), /^250 /);
     await pause(1000);
-    const idleBeforeBytes = await status(pid, 'VmRSS');
+    const idleBeforeBytes = await residentBytes(pid, 'VmRSS');
     progress(`memory: idle ${(idleBeforeBytes / MiB).toFixed(1)} MiB; one 50 MiB message`);
 
-    const oneBigGrowthBytes = await growthDuring(pid, async () => expect('50 MiB', await sendBig(sello!.port, from, 50 * MiB), /^250 /));
+    const oneBigGrowthBytes = await growthDuring(pid, async () => expect('50 MiB', await sendStreamed(sello!.port, 50 * MiB, from), /^250 /));
     await pause(500);
     progress('memory: four 50 MiB messages at once');
     const fourBigGrowthBytes = await growthDuring(pid, async () => {
-      for (const reply of await Promise.all([1, 2, 3, 4].map(() => sendBig(sello!.port, from, 50 * MiB)))) expect('four 50 MiB', reply, /^250 /);
+      for (const reply of await Promise.all([1, 2, 3, 4].map(() => sendStreamed(sello!.port, 50 * MiB, from)))) expect('four 50 MiB', reply, /^250 /);
     });
     await pause(500);
     progress('memory: a 100 MiB message against the 60 MiB limit');
-    const oversizedGrowthBytes = await growthDuring(pid, async () => expect('100 MiB over the limit', await sendBig(sello!.port, from, 100 * MiB), /^552 5\.3\.4 /));
+    const oversizedGrowthBytes = await growthDuring(pid, async () => expect('100 MiB over the limit', await sendStreamed(sello!.port, 100 * MiB, from), /^552 5\.3\.4 /));
 
     progress('memory: a burst of 3000 messages, then quiet');
     await pause(1000);
-    await writeFile(`/proc/${pid}/clear_refs`, '5');
+    await resetPeak(pid);
     for (const [count, size] of [
       [2000, 2048],
       [1000, 100 * 1024],
@@ -150,10 +87,11 @@ export async function measureMemory(config: (sinkPort: number) => object, fromDo
       burst.close();
       if (result.errors) errors.push(`burst: ${result.errorSamples.join(' | ')}`);
     }
-    const burstPeakBytes = await status(pid, 'VmHWM');
+    const burstPeakBytes = await residentBytes(pid, 'VmHWM');
     await pause(quietSeconds * 1000);
-    const idleAfterBytes = await status(pid, 'VmRSS');
+    const idleAfterBytes = await residentBytes(pid, 'VmRSS');
     return {
+      spillThresholdBytes,
       startupBytes,
       idleBeforeBytes,
       oneBigGrowthBytes,
@@ -176,7 +114,7 @@ export function formatMemory(memory: MemoryReport): string {
   const rows: [string, string, string, string][] = [
     ['one 50 MiB message, relayed and signed: peak over idle', mib(memory.oneBigGrowthBytes), '≤ 8 MiB', verdict(memory.oneBigGrowthBytes <= 8 * MiB)],
     ['four 50 MiB messages at once: peak over idle', mib(memory.fourBigGrowthBytes), '≤ 32 MiB', verdict(memory.fourBigGrowthBytes <= 32 * MiB)],
-    ['100 MiB against the 60 MiB limit (552 5.3.4): peak over idle', mib(memory.oversizedGrowthBytes), `≤ one spill threshold (${mib(spillThreshold)})`, verdict(memory.oversizedGrowthBytes <= spillThreshold)],
+    ['100 MiB against the 60 MiB limit (552 5.3.4): peak over idle', mib(memory.oversizedGrowthBytes), `≤ one spill threshold (${mib(memory.spillThresholdBytes)})`, verdict(memory.oversizedGrowthBytes <= memory.spillThresholdBytes)],
     [
       `idle ${quietSeconds} s after a burst of 3000 messages (peak ${mib(memory.burstPeakBytes)})`,
       `${mib(memory.idleAfterBytes)} = ${ratio.toFixed(2)} × idle before (${(memory.idleAfterBytes / memory.startupBytes).toFixed(2)} × start-up)`,

@@ -236,9 +236,10 @@ async function main(): Promise<void> {
   const runs: Run[] = [];
   const total = flags.repeat * flags.modes.length * flags.sizes.length * setups.length;
   let memory: MemoryReport | undefined;
+  const measureSelloMemory = () => measureMemory((sinkPort) => selloConfig(sinkPort, keysDir, flags.concurrency), 'dual.example', (line) => process.stderr.write(`${line}\n`));
   try {
     if (flags.memoryOnly) {
-      memory = await measureMemory((sinkPort) => selloConfig(sinkPort, keysDir, flags.concurrency), 'dual.example', (line) => process.stderr.write(`${line}\n`));
+      memory = await measureSelloMemory();
       process.stdout.write(flags.json ? `${JSON.stringify({ machine, memory }, null, 2)}\n` : `${formatMemory(memory)}\n`);
       if (memory.errors.length > 0) process.exitCode = 1;
       return;
@@ -257,7 +258,7 @@ async function main(): Promise<void> {
         }
       }
     }
-    if (flags.memory) memory = await measureMemory((sinkPort) => selloConfig(sinkPort, keysDir, flags.concurrency), 'dual.example', (line) => process.stderr.write(`${line}\n`));
+    if (flags.memory) memory = await measureSelloMemory();
   } finally {
     await rm(keysDir, { recursive: true, force: true });
   }

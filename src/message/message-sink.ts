@@ -288,7 +288,7 @@ export class MessageSink implements MessageSource {
     const held = this.#rest;
     this.#rest = [];
     for (const piece of held) await this.#spillFile.write(piece);
-    held.length = 0;
+    held.length = 0; // `held` is still in scope below: emptied, so the collection can free the pieces
     // What held a big body is garbage now, in V8's old generation (garbage.ts).
     if (this.#restLength > bigMessageFrom) bodySpilled();
   }

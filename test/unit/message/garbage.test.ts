@@ -9,12 +9,11 @@ import { MessageSink, releaseMemoryWhenIdle } from '../../../src/message/index.t
 const MiB = 1024 * 1024;
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Grows the heap by about `mib` MiB of small objects, then drops them (garbage V8 keeps pages for). */
-function churn(mib: number): void {
-  let keep: string[] = [];
-  for (let index = 0; index < mib * 8000; index++) keep.push(`${'x'.repeat(100)}${index}`);
-  keep = [];
-  void keep;
+/** Grows the heap by about `mib` MiB of small objects, all garbage once it returns (V8 keeps the pages). */
+function churn(mib: number): number {
+  const garbage: string[] = [];
+  for (let index = 0; index < mib * 8000; index++) garbage.push(`${'x'.repeat(100)}${index}`);
+  return garbage.length;
 }
 
 function sink(): MessageSink {

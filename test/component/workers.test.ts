@@ -119,6 +119,8 @@ async function startCluster(t: TestContext, sinkOptions: SinkOptions = {}) {
     writeConfig,
     submit: (subject) => sendMail(smtpPort, { from: 'alice@example.com', to: ['bob@example.net'], data: message(subject) }),
   };
+  // Each worker logs to its own stdout pipe: its record can arrive after the primary's "listening".
+  await eventually(() => cluster.logged('worker started').length >= 2, 'both workers to log that they started', 10_000);
   assert.equal(cluster.logged('worker started').length, 2, 'two workers');
   return { sink, cluster };
 }
